@@ -1,0 +1,257 @@
+//! The in-memory caller-ID index: per portal, normalised number → the records that carry it.
+//!
+//! Keys are E.164 digits as a `u64` (a string key costs twice the memory and three times the
+//! probe time, `../shared/docs/stack.md` §4). Postings are small and `Copy`, and most keys have
+//! one, so they live inline in a `SmallVec`.
+//!
+//! Locking: one `RwLock` over all portals. Lookups take the read lock for a few hash probes;
+//! writers take the write lock only to apply a diff that the store has already committed.
+//! Record writes are serialised by the state's write gate, so diffs apply in commit order and
+//! the index never runs ahead of, or behind, the store for longer than one write.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::RwLock;
+
+use smallvec::SmallVec;
+
+use crate::store::{ObjectType, PhoneRow};
+
+use super::normalize::{CallerNumber, e164_key};
+
+/// One record's claim on a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Posting {
+    pub object_id: i64,
+    pub object_type: ObjectType,
+    /// Index into [`PHONE_PROPERTIES`] of the property that holds the number.
+    pub property: u8,
+    /// The region was only the portal default: any match is at best national tier.
+    pub guessed: bool,
+    /// The stored extension, when it is all digits and fits.
+    pub extension: Option<u32>,
+}
+
+/// The properties caller ID reads, in the order postings refer to them.
+pub const PHONE_PROPERTIES: [&str; 3] = ["phone", "mobilephone", "hs_whatsapp_phone_number"];
+
+type Postings = SmallVec<[Posting; 1]>;
+
+#[derive(Default)]
+struct PortalIndex {
+    exact: HashMap<u64, Postings>,
+    national: HashMap<u64, Postings>,
+    /// Last-N-digits map, present only while the portal has suffix matching on.
+    suffix: Option<(u8, HashMap<u64, Postings>)>,
+    ignored: HashSet<u64>,
+}
+
+/// What a lookup found, before ranking.
+#[derive(Debug, Clone, Copy)]
+pub struct Hit {
+    pub posting: Posting,
+    pub tier: super::Tier,
+}
+
+#[derive(Default)]
+pub struct CallerIdIndex {
+    portals: RwLock<HashMap<i64, PortalIndex>>,
+}
+
+pub fn parse_extension(ext: Option<&str>) -> Option<u32> {
+    ext.filter(|e| e.len() <= 9 && !e.is_empty())
+        .and_then(|e| e.parse().ok())
+}
+
+fn posting_of(row: &PhoneRow) -> Option<Posting> {
+    let property = PHONE_PROPERTIES.iter().position(|p| *p == row.property)? as u8;
+    Some(Posting {
+        object_id: row.object_id,
+        object_type: row.object_type,
+        property,
+        guessed: row.source.as_deref() == Some("default"),
+        extension: parse_extension(row.extension.as_deref()),
+    })
+}
+
+/// The last `n` digits of what was typed (extension excluded), as a number.
+fn suffix_key(row: &PhoneRow, n: u8) -> Option<u64> {
+    let digits: String = row.raw.chars().filter(|c| c.is_ascii_digit()).collect();
+    let digits = match &row.extension {
+        Some(ext) if digits.ends_with(ext.as_str()) => &digits[..digits.len() - ext.len()],
+        _ => digits.as_str(),
+    };
+    let n = n as usize;
+    if n == 0 || digits.len() < n {
+        return None;
+    }
+    digits[digits.len() - n..].parse().ok()
+}
+
+fn remove(map: &mut HashMap<u64, Postings>, key: u64, object_id: i64, property: u8) {
+    if let Some(list) = map.get_mut(&key) {
+        list.retain(|p| !(p.object_id == object_id && p.property == property));
+        if list.is_empty() {
+            map.remove(&key);
+        }
+    }
+}
+
+fn add(map: &mut HashMap<u64, Postings>, key: u64, posting: Posting) {
+    let list = map.entry(key).or_default();
+    if !list.contains(&posting) {
+        list.push(posting);
+    }
+}
+
+impl PortalIndex {
+    fn insert(&mut self, row: &PhoneRow) {
+        let Some(posting) = posting_of(row) else {
+            return;
+        };
+        if let Some(key) = row.e164.as_deref().and_then(e164_key) {
+            add(&mut self.exact, key, posting);
+        }
+        if posting.guessed
+            && let Some(key) = row.national_key
+        {
+            add(&mut self.national, key as u64, posting);
+        }
+        if let Some((n, map)) = &mut self.suffix
+            && let Some(key) = suffix_key(row, *n)
+        {
+            add(map, key, posting);
+        }
+    }
+
+    fn delete(&mut self, row: &PhoneRow) {
+        let Some(posting) = posting_of(row) else {
+            return;
+        };
+        if let Some(key) = row.e164.as_deref().and_then(e164_key) {
+            remove(&mut self.exact, key, row.object_id, posting.property);
+        }
+        if let Some(key) = row.national_key {
+            remove(&mut self.national, key as u64, row.object_id, posting.property);
+        }
+        if let Some((n, map)) = &mut self.suffix
+            && let Some(key) = suffix_key(row, *n)
+        {
+            remove(map, key, row.object_id, posting.property);
+        }
+    }
+}
+
+impl CallerIdIndex {
+    /// Builds the index from every live phone row and ignored number.
+    pub fn build(rows: &[(i64, PhoneRow)], ignored: &[(i64, String)]) -> Self {
+        let mut portals: HashMap<i64, PortalIndex> = HashMap::new();
+        for (portal, row) in rows {
+            portals.entry(*portal).or_default().insert(row);
+        }
+        for (portal, e164) in ignored {
+            if let Some(key) = e164_key(e164) {
+                portals.entry(*portal).or_default().ignored.insert(key);
+            }
+        }
+        CallerIdIndex {
+            portals: RwLock::new(portals),
+        }
+    }
+
+    /// Applies a committed write: `removed` rows leave, `added` rows join.
+    pub fn apply(&self, portal_id: i64, removed: &[PhoneRow], added: &[PhoneRow]) {
+        let mut portals = self.portals.write().expect("index lock poisoned");
+        let idx = portals.entry(portal_id).or_default();
+        for row in removed {
+            idx.delete(row);
+        }
+        for row in added {
+            idx.insert(row);
+        }
+    }
+
+    /// Turns suffix matching on (with all of the portal's rows) or off.
+    pub fn set_suffix(&self, portal_id: i64, digits: Option<u8>, rows: &[PhoneRow]) {
+        let mut portals = self.portals.write().expect("index lock poisoned");
+        let idx = portals.entry(portal_id).or_default();
+        idx.suffix = digits.map(|n| {
+            let mut map = HashMap::new();
+            for row in rows {
+                if let (Some(p), Some(k)) = (posting_of(row), suffix_key(row, n)) {
+                    add(&mut map, k, p);
+                }
+            }
+            (n, map)
+        });
+    }
+
+    pub fn set_ignored(&self, portal_id: i64, e164: &str, ignored: bool) {
+        let Some(key) = e164_key(e164) else { return };
+        let mut portals = self.portals.write().expect("index lock poisoned");
+        let idx = portals.entry(portal_id).or_default();
+        if ignored {
+            idx.ignored.insert(key);
+        } else {
+            idx.ignored.remove(&key);
+        }
+    }
+
+    /// Every record that could be the caller, with the tier each was found in. A record found
+    /// in several tiers appears several times; ranking keeps its best.
+    pub fn lookup(&self, portal_id: i64, caller: &CallerNumber) -> Vec<Hit> {
+        use super::Tier;
+        let portals = self.portals.read().expect("index lock poisoned");
+        let Some(idx) = portals.get(&portal_id) else {
+            return Vec::new();
+        };
+        if idx.ignored.contains(&caller.key) {
+            return Vec::new();
+        }
+        let mut hits = Vec::new();
+        if let Some(list) = idx.exact.get(&caller.key) {
+            hits.extend(list.iter().map(|p| Hit {
+                posting: *p,
+                tier: if p.guessed { Tier::National } else { Tier::Exact },
+            }));
+        }
+        if let Some(key) = caller.national_key
+            && let Some(list) = idx.national.get(&key)
+        {
+            hits.extend(list.iter().map(|p| Hit {
+                posting: *p,
+                tier: Tier::National,
+            }));
+        }
+        if let Some((n, map)) = &idx.suffix {
+            let n = *n as usize;
+            let digits = caller.e164.trim_start_matches('+');
+            if digits.len() >= n
+                && let Ok(key) = digits[digits.len() - n..].parse::<u64>()
+                && let Some(list) = map.get(&key)
+            {
+                hits.extend(list.iter().map(|p| Hit {
+                    posting: *p,
+                    tier: Tier::Suffix,
+                }));
+            }
+        }
+        hits
+    }
+
+    pub fn is_ignored(&self, portal_id: i64, key: u64) -> bool {
+        let portals = self.portals.read().expect("index lock poisoned");
+        portals
+            .get(&portal_id)
+            .is_some_and(|p| p.ignored.contains(&key))
+    }
+
+    /// Number of keys in the exact map across portals (for `/switchboard/v1/info`).
+    pub fn len(&self) -> usize {
+        let portals = self.portals.read().expect("index lock poisoned");
+        portals.values().map(|p| p.exact.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,121 @@
+//! The one state struct every handler receives.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+use std::time::Instant;
+
+use crate::callerid::CallerIdIndex;
+use crate::store::group_commit::CallLogger;
+use crate::store::{DynStore, Portal, StoreResult, TokenInfo};
+
+/// Settings that are not per portal.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Most caller-ID matches returned by one lookup.
+    pub match_cap: usize,
+    /// Largest request body accepted, in bytes.
+    pub body_limit: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            match_cap: 100,
+            body_limit: 1024 * 1024,
+        }
+    }
+}
+
+pub struct AppState {
+    pub store: DynStore,
+    pub index: CallerIdIndex,
+    pub calls: CallLogger,
+    pub config: Config,
+    /// Serialises record writes that touch phone numbers, so the index applies diffs in the
+    /// order the store committed them. Call logging does not take it.
+    pub write_gate: tokio::sync::Mutex<()>,
+    /// Portals and tokens change rarely and are read on every request; both caches are filled
+    /// from the store and updated by the only code paths that change them.
+    portals: RwLock<HashMap<i64, Portal>>,
+    tokens: RwLock<HashMap<String, TokenInfo>>,
+    pub started: Instant,
+    pub index_ready_ms: u128,
+}
+
+impl AppState {
+    /// Loads the index from the store and starts the call logger.
+    pub async fn load(store: DynStore, config: Config) -> StoreResult<Self> {
+        let started = Instant::now();
+        let phones = store.all_phones().await?;
+        let ignored: Vec<(i64, String)> = store
+            .ignored_numbers(None)
+            .await?
+            .into_iter()
+            .map(|n| (n.portal_id, n.e164))
+            .collect();
+        let index = CallerIdIndex::build(&phones, &ignored);
+        drop(phones);
+        let portals: HashMap<i64, Portal> = store
+            .portals()
+            .await?
+            .into_iter()
+            .map(|p| (p.id, p))
+            .collect();
+        for p in portals.values() {
+            if p.suffix_digits.is_some() {
+                let rows = store.phones_of_portal(p.id).await?;
+                index.set_suffix(p.id, p.suffix_digits, &rows);
+            }
+        }
+        let (calls, _task) = CallLogger::start(store.clone());
+        Ok(AppState {
+            store,
+            index,
+            calls,
+            config,
+            write_gate: tokio::sync::Mutex::new(()),
+            portals: RwLock::new(portals),
+            tokens: RwLock::new(HashMap::new()),
+            started,
+            index_ready_ms: started.elapsed().as_millis(),
+        })
+    }
+
+    pub async fn portal(&self, id: i64) -> StoreResult<Option<Portal>> {
+        if let Some(p) = self.portals.read().expect("lock").get(&id) {
+            return Ok(Some(p.clone()));
+        }
+        let p = self.store.portal(id).await?;
+        if let Some(p) = &p {
+            self.portals.write().expect("lock").insert(id, p.clone());
+        }
+        Ok(p)
+    }
+
+    pub async fn update_portal(&self, portal: Portal) -> StoreResult<()> {
+        self.store.update_portal(&portal).await?;
+        if let Some(n) = portal.suffix_digits {
+            let rows = self.store.phones_of_portal(portal.id).await?;
+            self.index.set_suffix(portal.id, Some(n), &rows);
+        } else {
+            self.index.set_suffix(portal.id, None, &[]);
+        }
+        self.portals.write().expect("lock").insert(portal.id, portal);
+        Ok(())
+    }
+
+    /// Resolves a token hash. Tokens cannot be revoked yet, so a cached hit stays right.
+    pub async fn token(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        if let Some(t) = self.tokens.read().expect("lock").get(hash) {
+            return Ok(Some(t.clone()));
+        }
+        let t = self.store.token(hash).await?;
+        if let Some(t) = &t {
+            self.tokens
+                .write()
+                .expect("lock")
+                .insert(hash.to_string(), t.clone());
+        }
+        Ok(t)
+    }
+}

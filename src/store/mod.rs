@@ -1,0 +1,326 @@
+//! Persistence behind one interface.
+//!
+//! Handlers and the caller-ID layer talk to [`Store`], never to SQL. SQLite (a WAL file) is the
+//! embedded default; a PostgreSQL implementation plugs in behind the same trait, with its own
+//! numbered migrations under `migrations/<backend>/`.
+//!
+//! The store is deliberately dumb: it persists what the domain layer (`crate::crm`) computed,
+//! inside one transaction per call, and returns what the in-memory caller-ID index needs to stay
+//! exact (the phone rows a write replaced).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+pub mod group_commit;
+pub mod sqlite;
+
+pub type Properties = BTreeMap<String, String>;
+
+/// The CRM object types Switchboard serves, with HubSpot's object type ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum ObjectType {
+    Contact,
+    Company,
+    Call,
+}
+
+impl ObjectType {
+    pub const ALL: [ObjectType; 3] = [ObjectType::Contact, ObjectType::Company, ObjectType::Call];
+
+    /// HubSpot's objectTypeId (`0-1`, `0-2`, `0-48`).
+    pub fn type_id(self) -> &'static str {
+        match self {
+            ObjectType::Contact => "0-1",
+            ObjectType::Company => "0-2",
+            ObjectType::Call => "0-48",
+        }
+    }
+
+    /// The plural name used in paths and association keys.
+    pub fn plural(self) -> &'static str {
+        match self {
+            ObjectType::Contact => "contacts",
+            ObjectType::Company => "companies",
+            ObjectType::Call => "calls",
+        }
+    }
+
+    /// Accepts a path segment as HubSpot does: the plural or singular name, or the type id.
+    pub fn from_path(s: &str) -> Option<Self> {
+        match s.to_ascii_lowercase().as_str() {
+            "contacts" | "contact" | "0-1" => Some(ObjectType::Contact),
+            "companies" | "company" | "0-2" => Some(ObjectType::Company),
+            "calls" | "call" | "0-48" => Some(ObjectType::Call),
+            _ => None,
+        }
+    }
+
+    pub fn from_type_id(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.type_id() == s)
+    }
+}
+
+/// How inbound-call associates a logged call when several records match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AssociateMode {
+    Best,
+    All,
+    None,
+}
+
+impl AssociateMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AssociateMode::Best => "best",
+            AssociateMode::All => "all",
+            AssociateMode::None => "none",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "best" => Some(AssociateMode::Best),
+            "all" => Some(AssociateMode::All),
+            "none" => Some(AssociateMode::None),
+            _ => None,
+        }
+    }
+}
+
+/// A HubSpot account.
+#[derive(Debug, Clone)]
+pub struct Portal {
+    pub id: i64,
+    /// Region for numbers typed without a country code, when the record names no country.
+    pub default_region: String,
+    pub associate: AssociateMode,
+    /// Last-N-digits matching for legacy data; off when `None`.
+    pub suffix_digits: Option<u8>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenInfo {
+    pub portal_id: i64,
+    pub scopes: Vec<String>,
+}
+
+/// A HubSpot user and the owner that represents it in the CRM.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub id: i64,
+    pub owner_id: i64,
+    pub portal_id: i64,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub archived: bool,
+}
+
+/// A CRM record. Timestamps are milliseconds since the epoch.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub id: i64,
+    pub object_type: ObjectType,
+    pub properties: Properties,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub archived: bool,
+    pub archived_at: Option<i64>,
+    pub last_call_at: Option<i64>,
+}
+
+/// One phone property of a record, as typed and as normalised. The index is built from these.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhoneRow {
+    pub object_id: i64,
+    pub object_type: ObjectType,
+    pub property: String,
+    pub raw: String,
+    pub e164: Option<String>,
+    pub national_key: Option<i64>,
+    pub extension: Option<String>,
+    /// `number`, `country` or `default`; `None` when the value could not be parsed.
+    pub source: Option<String>,
+    pub region: Option<String>,
+}
+
+/// An association row; every pair is stored in both directions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Association {
+    pub from_id: i64,
+    pub from_type: ObjectType,
+    pub to_id: i64,
+    pub to_type: ObjectType,
+    pub category: String,
+    pub type_id: i64,
+}
+
+/// Everything a record write persists in one transaction.
+#[derive(Debug, Clone, Default)]
+pub struct RecordWrite {
+    pub properties: Properties,
+    /// The full set of phone rows after the write (`object_id` is filled in by the store).
+    pub phones: Vec<PhoneRow>,
+}
+
+/// One inbound call to log; see [`group_commit`].
+#[derive(Debug, Clone)]
+pub struct CallLog {
+    pub portal_id: i64,
+    pub external_call_id: String,
+    pub properties: Properties,
+    /// `properties.hs_timestamp` is the receipt time, applied only when the call is new.
+    pub create_only_timestamp: bool,
+    /// Records to associate with the call: (type, id, call→record type id, record→call type id).
+    pub associations: Vec<(ObjectType, i64, i64, i64)>,
+    /// Records whose "last call" time moves to `at`.
+    pub matched_ids: Vec<i64>,
+    pub at: i64,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct CallLogged {
+    pub call_id: i64,
+    pub created: bool,
+}
+
+/// A number a portal never matches (its own main line, a carrier's test number).
+#[derive(Debug, Clone)]
+pub struct IgnoredNumber {
+    pub portal_id: i64,
+    pub e164: String,
+    pub note: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("not found")]
+    NotFound,
+    #[error("database error: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migration error: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("bad stored data: {0}")]
+    Corrupt(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The storage interface. Every method is scoped to a portal where data belongs to one, so a
+/// handler cannot read across tenants by forgetting a filter.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn create_portal(&self, portal: &Portal) -> StoreResult<()>;
+    async fn portal(&self, id: i64) -> StoreResult<Option<Portal>>;
+    async fn portals(&self) -> StoreResult<Vec<Portal>>;
+    async fn update_portal(&self, portal: &Portal) -> StoreResult<()>;
+
+    /// Stores a token by its SHA-256 hash; the token itself is never written.
+    async fn create_token(&self, portal_id: i64, hash: &str, scopes: &[String]) -> StoreResult<()>;
+    async fn token(&self, hash: &str) -> StoreResult<Option<TokenInfo>>;
+
+    /// Creates a user and its owner; user ids and owner ids come from different sequences.
+    async fn create_user(
+        &self,
+        portal_id: i64,
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+    ) -> StoreResult<User>;
+    async fn users(&self, portal_id: i64) -> StoreResult<Vec<User>>;
+
+    async fn insert_record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        write: RecordWrite,
+        associations: &[Association],
+        now: i64,
+    ) -> StoreResult<Record>;
+    /// Replaces a record's properties and phone rows; returns the record and the phone rows the
+    /// write replaced.
+    async fn update_record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        id: i64,
+        write: RecordWrite,
+        now: i64,
+    ) -> StoreResult<(Record, Vec<PhoneRow>)>;
+    /// Archives a record; returns the phone rows it had (they leave caller ID).
+    async fn archive_record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        id: i64,
+        now: i64,
+    ) -> StoreResult<Vec<PhoneRow>>;
+    async fn record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Option<Record>>;
+    async fn records_by_ids(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<Record>>;
+    /// Records in id order after `after`, for cursor paging.
+    async fn list_records(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        after: i64,
+        limit: i64,
+        archived: bool,
+    ) -> StoreResult<Vec<Record>>;
+    /// The non-archived record whose property equals `value` (the `idProperty` lookups).
+    async fn record_by_property(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        property: &str,
+        value: &str,
+    ) -> StoreResult<Option<Record>>;
+    /// Every live phone row of every portal, for building the caller-ID index at start.
+    async fn all_phones(&self) -> StoreResult<Vec<(i64, PhoneRow)>>;
+    async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>>;
+
+    async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()>;
+    async fn associations(
+        &self,
+        portal_id: i64,
+        from_id: i64,
+        to_type: ObjectType,
+    ) -> StoreResult<Vec<Association>>;
+
+    /// Logs inbound calls in one transaction (the group commit), idempotent on
+    /// (portal, external call id). The transaction is durable before this returns.
+    async fn log_calls(&self, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>>;
+
+    async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()>;
+    async fn unignore_number(&self, portal_id: i64, e164: &str) -> StoreResult<bool>;
+    async fn ignored_numbers(&self, portal_id: Option<i64>) -> StoreResult<Vec<IgnoredNumber>>;
+
+    /// Flushes and closes; called once on shutdown.
+    async fn close(&self);
+}
+
+pub type DynStore = Arc<dyn Store>;
+
+/// Opens the store named by a database URL: a path, `sqlite://PATH` or `sqlite:PATH`.
+pub async fn open(url: &str) -> StoreResult<DynStore> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Corrupt(
+            "PostgreSQL is not supported by this build yet; use a SQLite path".into(),
+        ));
+    }
+    Ok(Arc::new(sqlite::SqliteStore::open(path).await?))
+}

@@ -1,0 +1,688 @@
+//! The embedded store: one SQLite file in WAL mode.
+//!
+//! `synchronous=FULL` makes every commit durable before it returns, which is what lets a 200
+//! from inbound-call mean "on disk". Throughput comes from group commit (`group_commit.rs`),
+//! not from relaxing this.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, Sqlite, Transaction};
+
+use super::*;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+const FIRST_USER_ID: i64 = 1_000_001;
+const FIRST_OWNER_ID: i64 = 70_000_001;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    pub async fn open(path: &str) -> StoreResult<Self> {
+        let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("cache_size", "-65536");
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(opts)
+            .await?;
+        MIGRATOR.run(&pool).await?;
+        Ok(SqliteStore { pool })
+    }
+}
+
+fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
+    let ty: String = row.try_get("object_type")?;
+    let props: String = row.try_get("properties")?;
+    Ok(Record {
+        id: row.try_get("id")?,
+        object_type: ObjectType::from_type_id(&ty)
+            .ok_or_else(|| StoreError::Corrupt(format!("object type {ty}")))?,
+        properties: serde_json::from_str(&props)
+            .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        archived: row.try_get::<i64, _>("archived")? != 0,
+        archived_at: row.try_get("archived_at")?,
+        last_call_at: row.try_get("last_call_at")?,
+    })
+}
+
+fn phone_from_row(row: &SqliteRow) -> StoreResult<PhoneRow> {
+    let ty: String = row.try_get("object_type")?;
+    Ok(PhoneRow {
+        object_id: row.try_get("object_id")?,
+        object_type: ObjectType::from_type_id(&ty)
+            .ok_or_else(|| StoreError::Corrupt(format!("object type {ty}")))?,
+        property: row.try_get("property")?,
+        raw: row.try_get("raw")?,
+        e164: row.try_get("e164")?,
+        national_key: row.try_get("national_key")?,
+        extension: row.try_get("extension")?,
+        source: row.try_get("source")?,
+        region: row.try_get("region")?,
+    })
+}
+
+fn portal_from_row(row: &SqliteRow) -> StoreResult<Portal> {
+    let associate: String = row.try_get("associate")?;
+    let suffix: Option<i64> = row.try_get("suffix_digits")?;
+    Ok(Portal {
+        id: row.try_get("id")?,
+        default_region: row.try_get("default_region")?,
+        associate: AssociateMode::parse(&associate).unwrap_or(AssociateMode::Best),
+        suffix_digits: suffix.map(|s| s.clamp(0, 15) as u8),
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        portal_id: row.try_get("portal_id")?,
+        email: row.try_get("email")?,
+        first_name: row.try_get("first_name")?,
+        last_name: row.try_get("last_name")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        archived: row.try_get::<i64, _>("archived")? != 0,
+    })
+}
+
+const RECORD_COLUMNS: &str =
+    "id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at";
+
+fn props_json(p: &Properties) -> String {
+    serde_json::to_string(p).expect("string map serialises")
+}
+
+async fn replace_phones(
+    tx: &mut Transaction<'_, Sqlite>,
+    portal_id: i64,
+    object_id: i64,
+    object_type: ObjectType,
+    phones: &[PhoneRow],
+) -> StoreResult<Vec<PhoneRow>> {
+    let old = sqlx::query("SELECT * FROM phones WHERE object_id = $1")
+        .bind(object_id)
+        .fetch_all(&mut **tx)
+        .await?
+        .iter()
+        .map(phone_from_row)
+        .collect::<StoreResult<Vec<_>>>()?;
+    sqlx::query("DELETE FROM phones WHERE object_id = $1")
+        .bind(object_id)
+        .execute(&mut **tx)
+        .await?;
+    for p in phones {
+        sqlx::query(
+            "INSERT INTO phones (object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(object_id)
+        .bind(&p.property)
+        .bind(portal_id)
+        .bind(object_type.type_id())
+        .bind(&p.raw)
+        .bind(&p.e164)
+        .bind(p.national_key)
+        .bind(&p.extension)
+        .bind(&p.source)
+        .bind(&p.region)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(old)
+}
+
+async fn insert_associations(
+    tx: &mut Transaction<'_, Sqlite>,
+    portal_id: i64,
+    pairs: &[Association],
+) -> StoreResult<()> {
+    for a in pairs {
+        sqlx::query(
+            "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(a.from_id)
+        .bind(a.to_id)
+        .bind(a.type_id)
+        .bind(portal_id)
+        .bind(a.from_type.type_id())
+        .bind(a.to_type.type_id())
+        .bind(&a.category)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_portal(&self, p: &Portal) -> StoreResult<()> {
+        let res = sqlx::query(
+            "INSERT INTO portals (id, default_region, associate, suffix_digits, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(p.id)
+        .bind(&p.default_region)
+        .bind(p.associate.as_str())
+        .bind(p.suffix_digits.map(i64::from))
+        .bind(crate::clock::now_ms())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("portal {}", p.id)))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    async fn portal(&self, id: i64) -> StoreResult<Option<Portal>> {
+        sqlx::query("SELECT * FROM portals WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(portal_from_row)
+            .transpose()
+    }
+
+    async fn portals(&self) -> StoreResult<Vec<Portal>> {
+        sqlx::query("SELECT * FROM portals ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(portal_from_row)
+            .collect()
+    }
+
+    async fn update_portal(&self, p: &Portal) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE portals SET default_region = $2, associate = $3, suffix_digits = $4 WHERE id = $1",
+        )
+        .bind(p.id)
+        .bind(&p.default_region)
+        .bind(p.associate.as_str())
+        .bind(p.suffix_digits.map(i64::from))
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn create_token(&self, portal_id: i64, hash: &str, scopes: &[String]) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tokens (hash, portal_id, scopes, created_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash)
+            .bind(portal_id)
+            .bind(scopes.join(" "))
+            .bind(crate::clock::now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn token(&self, hash: &str) -> StoreResult<Option<TokenInfo>> {
+        let row = sqlx::query("SELECT portal_id, scopes FROM tokens WHERE hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            None => None,
+            Some(r) => {
+                let scopes: String = r.try_get("scopes")?;
+                Some(TokenInfo {
+                    portal_id: r.try_get("portal_id")?,
+                    scopes: scopes.split_whitespace().map(str::to_string).collect(),
+                })
+            }
+        })
+    }
+
+    async fn create_user(
+        &self,
+        portal_id: i64,
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+    ) -> StoreResult<User> {
+        let now = crate::clock::now_ms();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO users (id, owner_id, portal_id, email, first_name, last_name, created_at, updated_at)
+             VALUES ((SELECT COALESCE(MAX(id) + 1, $1) FROM users),
+                     (SELECT COALESCE(MAX(owner_id) + 1, $2) FROM users),
+                     $3, $4, $5, $6, $7, $7)
+             RETURNING *",
+        )
+        .bind(FIRST_USER_ID)
+        .bind(FIRST_OWNER_ID)
+        .bind(portal_id)
+        .bind(email)
+        .bind(first_name)
+        .bind(last_name)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        user_from_row(&row)
+    }
+
+    async fn users(&self, portal_id: i64) -> StoreResult<Vec<User>> {
+        sqlx::query("SELECT * FROM users WHERE portal_id = $1 ORDER BY id")
+            .bind(portal_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(user_from_row)
+            .collect()
+    }
+
+    async fn insert_record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        write: RecordWrite,
+        associations: &[Association],
+        now: i64,
+    ) -> StoreResult<Record> {
+        let mut tx = self.pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO objects (portal_id, object_type, properties, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $4) RETURNING id",
+        )
+        .bind(portal_id)
+        .bind(object_type.type_id())
+        .bind(props_json(&write.properties))
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        replace_phones(&mut tx, portal_id, id, object_type, &write.phones).await?;
+        let pairs: Vec<Association> = associations
+            .iter()
+            .map(|a| Association {
+                from_id: if a.from_id == 0 { id } else { a.from_id },
+                to_id: if a.to_id == 0 { id } else { a.to_id },
+                ..a.clone()
+            })
+            .collect();
+        insert_associations(&mut tx, portal_id, &pairs).await?;
+        tx.commit().await?;
+        Ok(Record {
+            id,
+            object_type,
+            properties: write.properties,
+            created_at: now,
+            updated_at: now,
+            archived: false,
+            archived_at: None,
+            last_call_at: None,
+        })
+    }
+
+    async fn update_record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        id: i64,
+        write: RecordWrite,
+        now: i64,
+    ) -> StoreResult<(Record, Vec<PhoneRow>)> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "UPDATE objects SET properties = $1, updated_at = $2
+             WHERE id = $3 AND portal_id = $4 AND object_type = $5 AND archived = 0
+             RETURNING id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at",
+        )
+        .bind(props_json(&write.properties))
+        .bind(now)
+        .bind(id)
+        .bind(portal_id)
+        .bind(object_type.type_id())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
+        let old = replace_phones(&mut tx, portal_id, id, object_type, &write.phones).await?;
+        tx.commit().await?;
+        Ok((record_from_row(&row)?, old))
+    }
+
+    async fn archive_record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        id: i64,
+        now: i64,
+    ) -> StoreResult<Vec<PhoneRow>> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query(
+            "UPDATE objects SET archived = 1, archived_at = $1, updated_at = $1
+             WHERE id = $2 AND portal_id = $3 AND object_type = $4 AND archived = 0",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(portal_id)
+        .bind(object_type.type_id())
+        .execute(&mut *tx)
+        .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let old = replace_phones(&mut tx, portal_id, id, object_type, &[]).await?;
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    async fn record(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        id: i64,
+    ) -> StoreResult<Option<Record>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM objects WHERE id = $1 AND portal_id = $2 AND object_type = $3"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .bind(portal_id)
+            .bind(object_type.type_id())
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record_from_row)
+            .transpose()
+    }
+
+    async fn records_by_ids(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<Record>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM objects
+             WHERE portal_id = $1 AND id IN (SELECT value FROM json_each($2))"
+        );
+        let ids_json = serde_json::to_string(ids).expect("ids serialise");
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(portal_id)
+            .bind(ids_json)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn list_records(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        after: i64,
+        limit: i64,
+        archived: bool,
+    ) -> StoreResult<Vec<Record>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM objects
+             WHERE portal_id = $1 AND object_type = $2 AND archived = $3 AND id > $4
+             ORDER BY id LIMIT $5"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(portal_id)
+            .bind(object_type.type_id())
+            .bind(archived as i64)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn record_by_property(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        property: &str,
+        value: &str,
+    ) -> StoreResult<Option<Record>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM objects
+             WHERE portal_id = $1 AND object_type = $2 AND archived = 0
+               AND json_extract(properties, '$.' || json_quote($3)) = $4
+             ORDER BY id LIMIT 1"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(portal_id)
+            .bind(object_type.type_id())
+            .bind(property)
+            .bind(value)
+            .fetch_optional(&self.pool)
+            .await?
+            .as_ref()
+            .map(record_from_row)
+            .transpose()
+    }
+
+    async fn all_phones(&self) -> StoreResult<Vec<(i64, PhoneRow)>> {
+        let rows = sqlx::query("SELECT * FROM phones")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("portal_id")?, phone_from_row(r)?)))
+            .collect()
+    }
+
+    async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>> {
+        sqlx::query("SELECT * FROM phones WHERE portal_id = $1 ORDER BY object_id, property")
+            .bind(portal_id)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(phone_from_row)
+            .collect()
+    }
+
+    async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await?;
+        insert_associations(&mut tx, portal_id, pairs).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn associations(
+        &self,
+        portal_id: i64,
+        from_id: i64,
+        to_type: ObjectType,
+    ) -> StoreResult<Vec<Association>> {
+        let rows = sqlx::query(
+            "SELECT a.* FROM associations a JOIN objects o ON o.id = a.to_id
+             WHERE a.portal_id = $1 AND a.from_id = $2 AND a.to_type = $3 AND o.archived = 0
+             ORDER BY a.to_id, a.type_id",
+        )
+        .bind(portal_id)
+        .bind(from_id)
+        .bind(to_type.type_id())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ft: String = r.try_get("from_type")?;
+                let tt: String = r.try_get("to_type")?;
+                Ok(Association {
+                    from_id: r.try_get("from_id")?,
+                    to_id: r.try_get("to_id")?,
+                    type_id: r.try_get("type_id")?,
+                    category: r.try_get("category")?,
+                    from_type: ObjectType::from_type_id(&ft)
+                        .ok_or_else(|| StoreError::Corrupt(ft.clone()))?,
+                    to_type: ObjectType::from_type_id(&tt)
+                        .ok_or_else(|| StoreError::Corrupt(tt.clone()))?,
+                })
+            })
+            .collect()
+    }
+
+    async fn log_calls(&self, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>> {
+        let mut tx = self.pool.begin().await?;
+        let mut out = Vec::with_capacity(batch.len());
+        for call in batch {
+            out.push(log_one(&mut tx, call).await?);
+        }
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO ignored_numbers (portal_id, e164, note, created_at) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (portal_id, e164) DO UPDATE SET note = excluded.note",
+        )
+        .bind(n.portal_id)
+        .bind(&n.e164)
+        .bind(&n.note)
+        .bind(n.created_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn unignore_number(&self, portal_id: i64, e164: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM ignored_numbers WHERE portal_id = $1 AND e164 = $2")
+            .bind(portal_id)
+            .bind(e164)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn ignored_numbers(&self, portal_id: Option<i64>) -> StoreResult<Vec<IgnoredNumber>> {
+        let rows = sqlx::query(
+            "SELECT * FROM ignored_numbers WHERE $1 IS NULL OR portal_id = $1 ORDER BY portal_id, e164",
+        )
+        .bind(portal_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(IgnoredNumber {
+                    portal_id: r.try_get("portal_id")?,
+                    e164: r.try_get("e164")?,
+                    note: r.try_get("note")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn close(&self) {
+        // A checkpoint folds the WAL back into the main file, so a copied .db file is complete.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.pool)
+            .await;
+        self.pool.close().await;
+    }
+}
+
+/// Logs one call inside the batch's transaction: update the existing call of this
+/// externalCallId, or create it.
+async fn log_one(tx: &mut Transaction<'_, Sqlite>, call: &CallLog) -> StoreResult<CallLogged> {
+    let existing: Option<i64> = sqlx::query_scalar(
+        "SELECT call_id FROM inbound_calls WHERE portal_id = $1 AND external_call_id = $2",
+    )
+    .bind(call.portal_id)
+    .bind(&call.external_call_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let (call_id, created) = match existing {
+        Some(id) => {
+            let old: String = sqlx::query_scalar("SELECT properties FROM objects WHERE id = $1")
+                .bind(id)
+                .fetch_one(&mut **tx)
+                .await?;
+            let mut props: Properties = serde_json::from_str(&old)
+                .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
+            props.extend(
+                call.properties
+                    .iter()
+                    .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
+                    .map(|(k, v)| (k.clone(), v.clone())),
+            );
+            sqlx::query("UPDATE objects SET properties = $1, updated_at = $2, archived = 0, archived_at = NULL WHERE id = $3")
+                .bind(props_json(&props))
+                .bind(call.at)
+                .bind(id)
+                .execute(&mut **tx)
+                .await?;
+            (id, false)
+        }
+        None => {
+            let id: i64 = sqlx::query_scalar(
+                "INSERT INTO objects (portal_id, object_type, properties, created_at, updated_at)
+                 VALUES ($1, $2, $3, $4, $4) RETURNING id",
+            )
+            .bind(call.portal_id)
+            .bind(ObjectType::Call.type_id())
+            .bind(props_json(&call.properties))
+            .bind(call.at)
+            .fetch_one(&mut **tx)
+            .await?;
+            sqlx::query(
+                "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES ($1, $2, $3)",
+            )
+            .bind(call.portal_id)
+            .bind(&call.external_call_id)
+            .bind(id)
+            .execute(&mut **tx)
+            .await?;
+            (id, true)
+        }
+    };
+    let mut pairs = Vec::with_capacity(call.associations.len() * 2);
+    for &(ty, id, call_to, to_call) in &call.associations {
+        pairs.push(Association {
+            from_id: call_id,
+            from_type: ObjectType::Call,
+            to_id: id,
+            to_type: ty,
+            category: "HUBSPOT_DEFINED".into(),
+            type_id: call_to,
+        });
+        pairs.push(Association {
+            from_id: id,
+            from_type: ty,
+            to_id: call_id,
+            to_type: ObjectType::Call,
+            category: "HUBSPOT_DEFINED".into(),
+            type_id: to_call,
+        });
+    }
+    insert_associations(tx, call.portal_id, &pairs).await?;
+    if !call.matched_ids.is_empty() {
+        sqlx::query(
+            "UPDATE objects SET last_call_at = MAX(COALESCE(last_call_at, 0), $1)
+             WHERE portal_id = $2 AND id IN (SELECT value FROM json_each($3))",
+        )
+        .bind(call.at)
+        .bind(call.portal_id)
+        .bind(serde_json::to_string(&call.matched_ids).expect("ids serialise"))
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(CallLogged { call_id, created })
+}
