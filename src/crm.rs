@@ -228,13 +228,17 @@ pub fn kind(v: &Value) -> &'static str {
 
 fn check_value(_ty: ObjectType, name: &str, value: &str) -> Result<(), String> {
     match name {
-        "hs_timestamp" if !value.is_empty() && clock::parse_datetime(value).is_none() => Err(
-            format!("Property \"{name}\" must be epoch milliseconds or an ISO-8601 date-time, got \"{value}\""),
-        ),
+        "hs_timestamp" if !value.is_empty() && clock::parse_datetime(value).is_none() => {
+            Err(format!(
+                "Property \"{name}\" must be epoch milliseconds or an ISO-8601 date-time, got \"{value}\""
+            ))
+        }
         "hs_call_duration" | "numberofemployees" | "annualrevenue"
             if !value.is_empty() && value.parse::<f64>().is_err() =>
         {
-            Err(format!("Property \"{name}\" must be a number, got \"{value}\""))
+            Err(format!(
+                "Property \"{name}\" must be a number, got \"{value}\""
+            ))
         }
         _ => Ok(()),
     }

@@ -35,19 +35,70 @@ pub const ALL_SCOPES: &[&str] = &[
 ];
 
 const FIRST: &[&str] = &[
-    "Ada", "Grace", "Alan", "Katherine", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Radia",
-    "Tim", "Frances", "Edsger", "Hedy", "John", "Sophie", "Niklaus", "Leslie", "Donald", "Joan",
-    "Bjarne", "Adele", "Guido", "Anita", "James",
+    "Ada",
+    "Grace",
+    "Alan",
+    "Katherine",
+    "Linus",
+    "Margaret",
+    "Dennis",
+    "Barbara",
+    "Ken",
+    "Radia",
+    "Tim",
+    "Frances",
+    "Edsger",
+    "Hedy",
+    "John",
+    "Sophie",
+    "Niklaus",
+    "Leslie",
+    "Donald",
+    "Joan",
+    "Bjarne",
+    "Adele",
+    "Guido",
+    "Anita",
+    "James",
 ];
 const LAST: &[&str] = &[
-    "Lovelace", "Hopper", "Turing", "Johnson", "Torvalds", "Hamilton", "Ritchie", "Liskov",
-    "Thompson", "Perlman", "Berners-Lee", "Allen", "Dijkstra", "Lamarr", "Backus", "Wilson",
-    "Wirth", "Lamport", "Knuth", "Clarke", "Stroustrup", "Goldberg", "van Rossum", "Borg", "Gosling",
+    "Lovelace",
+    "Hopper",
+    "Turing",
+    "Johnson",
+    "Torvalds",
+    "Hamilton",
+    "Ritchie",
+    "Liskov",
+    "Thompson",
+    "Perlman",
+    "Berners-Lee",
+    "Allen",
+    "Dijkstra",
+    "Lamarr",
+    "Backus",
+    "Wilson",
+    "Wirth",
+    "Lamport",
+    "Knuth",
+    "Clarke",
+    "Stroustrup",
+    "Goldberg",
+    "van Rossum",
+    "Borg",
+    "Gosling",
 ];
 const COMPANIES: &[&str] = &[
-    "Analytical Engines Ltd", "Cobol Works Inc", "Enigma Partners", "Orbital Mechanics SARL",
-    "Kernel & Co GmbH", "Apollo Guidance SL", "Unix Heritage BV", "Spanning Tree Pty",
-    "Lambda Kabushiki", "Packet Switch Ltda",
+    "Analytical Engines Ltd",
+    "Cobol Works Inc",
+    "Enigma Partners",
+    "Orbital Mechanics SARL",
+    "Kernel & Co GmbH",
+    "Apollo Guidance SL",
+    "Unix Heritage BV",
+    "Spanning Tree Pty",
+    "Lambda Kabushiki",
+    "Packet Switch Ltda",
 ];
 /// (region, country property as people write it, or "" to leave it out).
 const PLACES: &[(&str, &str)] = &[
@@ -65,7 +116,9 @@ const PLACES: &[(&str, &str)] = &[
 
 /// A valid number of `region`, varied by `n` in its last two digits.
 fn number(region: Region, kind: PhoneNumberType, n: usize) -> Option<rlibphonenumber::PhoneNumber> {
-    let base = PHONE_NUMBER_UTIL.get_example_number_for_type_and_region(region, kind).ok()?;
+    let base = PHONE_NUMBER_UTIL
+        .get_example_number_for_type_and_region(region, kind)
+        .ok()?;
     for bump in 0..100u64 {
         let mut candidate = base.clone();
         let last2 = (base.national_number % 100 + n as u64 * 7 + bump) % 100;
@@ -111,7 +164,10 @@ pub async fn seed(state: &AppState) -> Result<Option<String>, ApiError> {
         .await?;
     for (first, last) in [("Riley", "Operator"), ("Sam", "Support"), ("Jo", "Sales")] {
         let email = format!("{}@switchboard.example", first.to_lowercase());
-        state.store.create_user(DEMO_PORTAL_ID, &email, first, last).await?;
+        state
+            .store
+            .create_user(DEMO_PORTAL_ID, &email, first, last)
+            .await?;
     }
     let mut company_ids = Vec::new();
     for (i, name) in COMPANIES.iter().enumerate() {
@@ -119,15 +175,23 @@ pub async fn seed(state: &AppState) -> Result<Option<String>, ApiError> {
         let region: Region = code.parse().expect("known region");
         let mut props = BTreeMap::new();
         props.insert("name".to_string(), Some(name.to_string()));
-        let slug: String = name.to_lowercase().chars().filter(char::is_ascii_alphanumeric).collect();
+        let slug: String = name
+            .to_lowercase()
+            .chars()
+            .filter(char::is_ascii_alphanumeric)
+            .collect();
         props.insert("domain".to_string(), Some(format!("{slug}.example")));
         if !country.is_empty() {
             props.insert("country".to_string(), Some(country.to_string()));
         }
         if let Some(num) = number(region, PhoneNumberType::FixedLine, i + 50) {
-            props.insert("phone".to_string(), Some(typed(&num, i, !country.is_empty())));
+            props.insert(
+                "phone".to_string(),
+                Some(typed(&num, i, !country.is_empty())),
+            );
         }
-        let rec = records::create(state, DEMO_PORTAL_ID, ObjectType::Company, props, vec![]).await?;
+        let rec =
+            records::create(state, DEMO_PORTAL_ID, ObjectType::Company, props, vec![]).await?;
         company_ids.push(rec.id);
     }
     for i in 0..50 {
@@ -140,26 +204,45 @@ pub async fn seed(state: &AppState) -> Result<Option<String>, ApiError> {
         props.insert("lastname".to_string(), Some(last.to_string()));
         props.insert(
             "email".to_string(),
-            Some(format!("{}.{}{i}@example.com", first.to_lowercase(), last.to_lowercase().replace(' ', ""))),
+            Some(format!(
+                "{}.{}{i}@example.com",
+                first.to_lowercase(),
+                last.to_lowercase().replace(' ', "")
+            )),
         );
         if !country.is_empty() {
             props.insert("country".to_string(), Some(country.to_string()));
         }
         if let Some(num) = number(region, PhoneNumberType::FixedLine, i) {
-            props.insert("phone".to_string(), Some(typed(&num, i, !country.is_empty())));
+            props.insert(
+                "phone".to_string(),
+                Some(typed(&num, i, !country.is_empty())),
+            );
         }
         if i % 3 == 0
             && let Some(num) = number(region, PhoneNumberType::Mobile, i)
         {
-            props.insert("mobilephone".to_string(), Some(typed(&num, i + 2, !country.is_empty())));
+            props.insert(
+                "mobilephone".to_string(),
+                Some(typed(&num, i + 2, !country.is_empty())),
+            );
         }
         let company = company_ids[i % company_ids.len()];
-        let assocs = records::pair((ObjectType::Contact, 0), (ObjectType::Company, company), 1, "HUBSPOT_DEFINED").to_vec();
+        let assocs = records::pair(
+            (ObjectType::Contact, 0),
+            (ObjectType::Company, company),
+            1,
+            "HUBSPOT_DEFINED",
+        )
+        .to_vec();
         records::create(state, DEMO_PORTAL_ID, ObjectType::Contact, props, assocs).await?;
     }
     let token = new_token();
     let scopes: Vec<String> = ALL_SCOPES.iter().map(|s| s.to_string()).collect();
-    state.store.create_token(DEMO_PORTAL_ID, &hash_token(&token), &scopes).await?;
+    state
+        .store
+        .create_token(DEMO_PORTAL_ID, &hash_token(&token), &scopes)
+        .await?;
     Ok(Some(token))
 }
 

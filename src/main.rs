@@ -145,7 +145,9 @@ fn main() -> ExitCode {
 }
 
 async fn open(db: &str) -> Result<store::DynStore, String> {
-    store::open(db).await.map_err(|e| format!("cannot open database {db}: {e}"))
+    store::open(db)
+        .await
+        .map_err(|e| format!("cannot open database {db}: {e}"))
 }
 
 fn normalize_for_portal(number: &str, portal: &Portal) -> Result<String, String> {
@@ -157,10 +159,22 @@ fn normalize_for_portal(number: &str, portal: &Portal) -> Result<String, String>
 
 async fn run(cli: Cli) -> Result<(), String> {
     match cli.command {
-        Command::Serve { listen, db, demo: seed_demo, match_cap } => {
+        Command::Serve {
+            listen,
+            db,
+            demo: seed_demo,
+            match_cap,
+        } => {
             let store = open(&db).await?;
-            let config = Config { match_cap, ..Config::default() };
-            let state = Arc::new(AppState::load(store, config).await.map_err(|e| e.to_string())?);
+            let config = Config {
+                match_cap,
+                ..Config::default()
+            };
+            let state = Arc::new(
+                AppState::load(store, config)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
             let listener = tokio::net::TcpListener::bind(listen)
                 .await
                 .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -168,34 +182,70 @@ async fn run(cli: Cli) -> Result<(), String> {
             if seed_demo {
                 match demo::seed(&state).await.map_err(|e| format!("{e:?}"))? {
                     Some(token) => print_demo(&token, addr),
-                    None => println!("The database already has data; --demo seeds only an empty database."),
+                    None => println!(
+                        "The database already has data; --demo seeds only an empty database."
+                    ),
                 }
             }
             println!("Switchboard listening on http://{addr}");
-            server::serve(state, listener).await.map_err(|e| e.to_string())
+            server::serve(state, listener)
+                .await
+                .map_err(|e| e.to_string())
         }
-        Command::Portal { command: PortalCommand::Create { id, default_region, db } } => {
-            let region = normalize::region_code(&default_region)
-                .ok_or_else(|| format!("--default-region must be an ISO-3166 alpha-2 code, got {default_region}"))?;
+        Command::Portal {
+            command:
+                PortalCommand::Create {
+                    id,
+                    default_region,
+                    db,
+                },
+        } => {
+            let region = normalize::region_code(&default_region).ok_or_else(|| {
+                format!("--default-region must be an ISO-3166 alpha-2 code, got {default_region}")
+            })?;
             let store = open(&db).await?;
             store
-                .create_portal(&Portal { id, default_region: region.to_string(), associate: AssociateMode::Best, suffix_digits: None })
+                .create_portal(&Portal {
+                    id,
+                    default_region: region.to_string(),
+                    associate: AssociateMode::Best,
+                    suffix_digits: None,
+                })
                 .await
                 .map_err(|e| e.to_string())?;
             store.close().await;
             println!("created portal {id} (default region {region})");
             Ok(())
         }
-        Command::Token { command: TokenCommand::Create { portal, scopes, db } } => {
+        Command::Token {
+            command: TokenCommand::Create { portal, scopes, db },
+        } => {
             let store = open(&db).await?;
-            if store.portal(portal).await.map_err(|e| e.to_string())?.is_none() {
-                return Err(format!("no portal {portal}; create it with `switchboard portal create --id {portal}`"));
+            if store
+                .portal(portal)
+                .await
+                .map_err(|e| e.to_string())?
+                .is_none()
+            {
+                return Err(format!(
+                    "no portal {portal}; create it with `switchboard portal create --id {portal}`"
+                ));
             }
-            let scopes: Vec<String> = scopes.into_iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+            let scopes: Vec<String> = scopes
+                .into_iter()
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
             let token = new_token();
-            store.create_token(portal, &hash_token(&token), &scopes).await.map_err(|e| e.to_string())?;
+            store
+                .create_token(portal, &hash_token(&token), &scopes)
+                .await
+                .map_err(|e| e.to_string())?;
             store.close().await;
-            println!("token for portal {portal} with scopes {}:", scopes.join(","));
+            println!(
+                "token for portal {portal} with scopes {}:",
+                scopes.join(",")
+            );
             println!("{token}");
             Ok(())
         }
@@ -205,7 +255,9 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 async fn run_ignore(command: IgnoreCommand) -> Result<(), String> {
     let (portal_id, db) = match &command {
-        IgnoreCommand::Add { portal, db, .. } | IgnoreCommand::Remove { portal, db, .. } | IgnoreCommand::List { portal, db } => (*portal, db.clone()),
+        IgnoreCommand::Add { portal, db, .. }
+        | IgnoreCommand::Remove { portal, db, .. }
+        | IgnoreCommand::List { portal, db } => (*portal, db.clone()),
     };
     let store = open(&db).await?;
     let portal = store
@@ -217,18 +269,39 @@ async fn run_ignore(command: IgnoreCommand) -> Result<(), String> {
         IgnoreCommand::Add { number, note, .. } => {
             let e164 = normalize_for_portal(&number, &portal)?;
             store
-                .ignore_number(&store::IgnoredNumber { portal_id, e164: e164.clone(), note, created_at: switchboard::clock::now_ms() })
+                .ignore_number(&store::IgnoredNumber {
+                    portal_id,
+                    e164: e164.clone(),
+                    note,
+                    created_at: switchboard::clock::now_ms(),
+                })
                 .await
                 .map_err(|e| e.to_string())?;
-            println!("{e164} now never matches in portal {portal_id} (a running server picks this up on restart; the admin API applies at once)");
+            println!(
+                "{e164} now never matches in portal {portal_id} (a running server picks this up on restart; the admin API applies at once)"
+            );
         }
         IgnoreCommand::Remove { number, .. } => {
             let e164 = normalize_for_portal(&number, &portal)?;
-            let removed = store.unignore_number(portal_id, &e164).await.map_err(|e| e.to_string())?;
-            println!("{}", if removed { format!("{e164} removed") } else { format!("{e164} was not ignored") });
+            let removed = store
+                .unignore_number(portal_id, &e164)
+                .await
+                .map_err(|e| e.to_string())?;
+            println!(
+                "{}",
+                if removed {
+                    format!("{e164} removed")
+                } else {
+                    format!("{e164} was not ignored")
+                }
+            );
         }
         IgnoreCommand::List { .. } => {
-            for n in store.ignored_numbers(Some(portal_id)).await.map_err(|e| e.to_string())? {
+            for n in store
+                .ignored_numbers(Some(portal_id))
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 println!("{}\t{}", n.e164, n.note);
             }
         }
@@ -239,7 +312,10 @@ async fn run_ignore(command: IgnoreCommand) -> Result<(), String> {
 
 fn print_demo(token: &str, addr: SocketAddr) {
     let caller = demo::example_caller();
-    println!("Demo portal {} seeded: 3 users, 50 contacts, 10 companies.", demo::DEMO_PORTAL_ID);
+    println!(
+        "Demo portal {} seeded: 3 users, 50 contacts, 10 companies.",
+        demo::DEMO_PORTAL_ID
+    );
     println!("Token (every scope):");
     println!("{token}");
     println!("Try an inbound call:");

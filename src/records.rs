@@ -15,14 +15,62 @@ use crate::store::{Association, ObjectType, Properties, Record};
 
 /// HubSpot association types this server knows: (type id, from, to, inverse type id, name).
 pub const ASSOCIATION_TYPES: &[(i64, ObjectType, ObjectType, i64, &str)] = &[
-    (194, ObjectType::Call, ObjectType::Contact, 193, "call_to_contact"),
-    (193, ObjectType::Contact, ObjectType::Call, 194, "contact_to_call"),
-    (182, ObjectType::Call, ObjectType::Company, 181, "call_to_company"),
-    (181, ObjectType::Company, ObjectType::Call, 182, "company_to_call"),
-    (1, ObjectType::Contact, ObjectType::Company, 2, "contact_to_company"),
-    (2, ObjectType::Company, ObjectType::Contact, 1, "company_to_contact"),
-    (279, ObjectType::Contact, ObjectType::Company, 280, "contact_to_company_unlabeled"),
-    (280, ObjectType::Company, ObjectType::Contact, 279, "company_to_contact_unlabeled"),
+    (
+        194,
+        ObjectType::Call,
+        ObjectType::Contact,
+        193,
+        "call_to_contact",
+    ),
+    (
+        193,
+        ObjectType::Contact,
+        ObjectType::Call,
+        194,
+        "contact_to_call",
+    ),
+    (
+        182,
+        ObjectType::Call,
+        ObjectType::Company,
+        181,
+        "call_to_company",
+    ),
+    (
+        181,
+        ObjectType::Company,
+        ObjectType::Call,
+        182,
+        "company_to_call",
+    ),
+    (
+        1,
+        ObjectType::Contact,
+        ObjectType::Company,
+        2,
+        "contact_to_company",
+    ),
+    (
+        2,
+        ObjectType::Company,
+        ObjectType::Contact,
+        1,
+        "company_to_contact",
+    ),
+    (
+        279,
+        ObjectType::Contact,
+        ObjectType::Company,
+        280,
+        "contact_to_company_unlabeled",
+    ),
+    (
+        280,
+        ObjectType::Company,
+        ObjectType::Contact,
+        279,
+        "company_to_contact_unlabeled",
+    ),
 ];
 
 pub fn association_type(type_id: i64) -> Option<(i64, ObjectType, ObjectType, i64, &'static str)> {
@@ -30,7 +78,12 @@ pub fn association_type(type_id: i64) -> Option<(i64, ObjectType, ObjectType, i6
 }
 
 /// Both directions of an association from `from` to `to` with `type_id`.
-pub fn pair(from: (ObjectType, i64), to: (ObjectType, i64), type_id: i64, category: &str) -> [Association; 2] {
+pub fn pair(
+    from: (ObjectType, i64),
+    to: (ObjectType, i64),
+    type_id: i64,
+    category: &str,
+) -> [Association; 2] {
     let inverse = association_type(type_id).map_or(type_id, |t| t.3);
     [
         Association {
@@ -52,7 +105,10 @@ pub fn pair(from: (ObjectType, i64), to: (ObjectType, i64), type_id: i64, catego
     ]
 }
 
-async fn default_region(state: &AppState, portal_id: i64) -> Result<rlibphonenumber::Region, ApiError> {
+async fn default_region(
+    state: &AppState,
+    portal_id: i64,
+) -> Result<rlibphonenumber::Region, ApiError> {
     let portal = state
         .portal(portal_id)
         .await?
@@ -87,9 +143,11 @@ pub async fn create(
         .store
         .insert_record(portal_id, ty, write.clone(), &associations, clock::now_ms())
         .await?;
-    state
-        .index
-        .apply(portal_id, &[], &crm::with_object_id(write.phones, record.id));
+    state.index.apply(
+        portal_id,
+        &[],
+        &crm::with_object_id(write.phones, record.id),
+    );
     Ok(record)
 }
 
@@ -134,7 +192,12 @@ pub async fn update(
 }
 
 /// Archives a record; its numbers leave caller ID at once.
-pub async fn archive(state: &AppState, portal_id: i64, ty: ObjectType, id: i64) -> Result<(), ApiError> {
+pub async fn archive(
+    state: &AppState,
+    portal_id: i64,
+    ty: ObjectType,
+    id: i64,
+) -> Result<(), ApiError> {
     let _gate = state.write_gate.lock().await;
     let old = state
         .store

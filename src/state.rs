@@ -100,7 +100,10 @@ impl AppState {
         } else {
             self.index.set_suffix(portal.id, None, &[]);
         }
-        self.portals.write().expect("lock").insert(portal.id, portal);
+        self.portals
+            .write()
+            .expect("lock")
+            .insert(portal.id, portal);
         Ok(())
     }
 

@@ -131,7 +131,12 @@ impl PortalIndex {
             remove(&mut self.exact, key, row.object_id, posting.property);
         }
         if let Some(key) = row.national_key {
-            remove(&mut self.national, key as u64, row.object_id, posting.property);
+            remove(
+                &mut self.national,
+                key as u64,
+                row.object_id,
+                posting.property,
+            );
         }
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
@@ -211,7 +216,11 @@ impl CallerIdIndex {
         if let Some(list) = idx.exact.get(&caller.key) {
             hits.extend(list.iter().map(|p| Hit {
                 posting: *p,
-                tier: if p.guessed { Tier::National } else { Tier::Exact },
+                tier: if p.guessed {
+                    Tier::National
+                } else {
+                    Tier::Exact
+                },
             }));
         }
         if let Some(key) = caller.national_key

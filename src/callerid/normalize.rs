@@ -180,7 +180,9 @@ pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> 
         // region with a `0` trunk prefix; that is the guess the national tier undoes.
         let typed = digits(&cleaned);
         let typed = match &number.extension {
-            Some(ext) if typed.ends_with(ext.as_str()) => typed[..typed.len() - ext.len()].to_string(),
+            Some(ext) if typed.ends_with(ext.as_str()) => {
+                typed[..typed.len() - ext.len()].to_string()
+            }
             _ => typed,
         };
         national_key_of(&typed)
@@ -205,7 +207,9 @@ pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> 
 /// Parses a number as libphonenumber would, retrying `00…` and `011…` as international when
 /// the first reading is not valid (people type their own country's exit code everywhere).
 fn parse_best(s: &str, region: Region) -> Option<PhoneNumber> {
-    let first = PHONE_NUMBER_UTIL.parse_and_keep_raw_input(s, Some(region)).ok();
+    let first = PHONE_NUMBER_UTIL
+        .parse_and_keep_raw_input(s, Some(region))
+        .ok();
     if first.as_ref().is_some_and(|n| n.is_valid()) {
         return first;
     }

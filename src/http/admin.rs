@@ -69,37 +69,77 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
     request_body(content = Object, description = "{\"number\": \"...\", \"extension\"?: \"...\"}"),
     responses((status = 200, description = "Ranked matches with the property, stored value, normalised form, tier and reason; plus near misses"))
 )]
-async fn explain(State(state): State<Arc<AppState>>, auth: Auth, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
-    auth.require(&["switchboard.admin", "crm.objects.contacts.read", "crm.objects.contacts.write"])?;
-    let number = body
-        .get("number")
-        .and_then(Value::as_str)
-        .ok_or_else(|| ApiError::field("number", "REQUIRED", "number is required: the caller's number, E.164 or as typed"))?;
+async fn explain(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
+    auth.require(&[
+        "switchboard.admin",
+        "crm.objects.contacts.read",
+        "crm.objects.contacts.write",
+    ])?;
+    let number = body.get("number").and_then(Value::as_str).ok_or_else(|| {
+        ApiError::field(
+            "number",
+            "REQUIRED",
+            "number is required: the caller's number, E.164 or as typed",
+        )
+    })?;
     let extension = match body.get("extension") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
-        Some(_) => return Err(ApiError::field("extension", "INVALID_TYPE", "extension must be a string of digits")),
+        Some(_) => {
+            return Err(ApiError::field(
+                "extension",
+                "INVALID_TYPE",
+                "extension must be a string of digits",
+            ));
+        }
     };
-    let portal = state.portal(auth.portal_id).await?.ok_or_else(|| ApiError::Internal("token of unknown portal".into()))?;
-    let region = normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
+    let portal = state
+        .portal(auth.portal_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("token of unknown portal".into()))?;
+    let region =
+        normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
     // A caller number may be given as typed; normalise it the way a stored number would be.
     let typed = normalize::normalize(number, None, region);
     let e164 = if number.starts_with('+') && normalize::parse_caller(number).is_ok() {
         number.to_string()
     } else {
         typed.e164.clone().ok_or_else(|| {
-            ApiError::field("number", "INVALID_NUMBER", format!("\"{number}\" is not a phone number Switchboard can parse"))
+            ApiError::field(
+                "number",
+                "INVALID_NUMBER",
+                format!("\"{number}\" is not a phone number Switchboard can parse"),
+            )
         })?
     };
-    let caller = normalize::parse_caller(&e164)
-        .map_err(|_| ApiError::field("number", "INVALID_NUMBER", format!("\"{number}\" is not a possible phone number")))?;
+    let caller = normalize::parse_caller(&e164).map_err(|_| {
+        ApiError::field(
+            "number",
+            "INVALID_NUMBER",
+            format!("\"{number}\" is not a possible phone number"),
+        )
+    })?;
     let extension = extension.or(typed.extension.clone());
     let ignored = state.index.is_ignored(portal.id, caller.key);
-    let matches = callerid::find(&state.index, state.store.as_ref(), portal.id, &caller, extension.as_deref(), state.config.match_cap).await?;
+    let matches = callerid::find(
+        &state.index,
+        state.store.as_ref(),
+        portal.id,
+        &caller,
+        extension.as_deref(),
+        state.config.match_cap,
+    )
+    .await?;
     let phones = state.store.phones_of_portal(portal.id).await?;
     let mut out = Vec::new();
     for (rank, m) in matches.iter().enumerate() {
-        let row = phones.iter().find(|p| p.object_id == m.record.id && p.property == m.property);
+        let row = phones
+            .iter()
+            .find(|p| p.object_id == m.record.id && p.property == m.property);
         out.push(json!({
             "rank": rank + 1,
             "record": {
@@ -167,7 +207,10 @@ fn display_props(r: &crate::store::Record) -> Value {
 
 /// The portal's ignore list.
 #[utoipa::path(get, path = "/switchboard/v1/ignored-numbers", tag = "Switchboard", responses((status = 200, description = "{\"results\": [{\"number\", \"note\", \"createdAt\"}]}")))]
-async fn list_ignored(State(state): State<Arc<AppState>>, auth: Auth) -> Result<Json<Value>, ApiError> {
+async fn list_ignored(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+) -> Result<Json<Value>, ApiError> {
     auth.require(ADMIN_SCOPE)?;
     let list = state.store.ignored_numbers(Some(auth.portal_id)).await?;
     let results: Vec<Value> = list
@@ -179,24 +222,58 @@ async fn list_ignored(State(state): State<Arc<AppState>>, auth: Auth) -> Result<
 
 /// Add a number that never matches: `{"number": "+14155550100", "note": "main line"}`.
 #[utoipa::path(post, path = "/switchboard/v1/ignored-numbers", tag = "Switchboard", request_body(content = Object), responses((status = 201, description = "Added")))]
-async fn add_ignored(State(state): State<Arc<AppState>>, auth: Auth, JsonBody(body): JsonBody) -> Result<(StatusCode, Json<Value>), ApiError> {
+async fn add_ignored(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
     auth.require(ADMIN_SCOPE)?;
-    let number = body.get("number").and_then(Value::as_str).ok_or_else(|| ApiError::field("number", "REQUIRED", "number is required"))?;
-    let portal = state.portal(auth.portal_id).await?.ok_or_else(|| ApiError::Internal("unknown portal".into()))?;
-    let region = normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
+    let number = body
+        .get("number")
+        .and_then(Value::as_str)
+        .ok_or_else(|| ApiError::field("number", "REQUIRED", "number is required"))?;
+    let portal = state
+        .portal(auth.portal_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("unknown portal".into()))?;
+    let region =
+        normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
     let e164 = normalize::normalize(number, None, region)
         .e164
-        .ok_or_else(|| ApiError::field("number", "INVALID_NUMBER", format!("\"{number}\" is not a phone number Switchboard can parse")))?;
-    let note = body.get("note").and_then(Value::as_str).unwrap_or("").to_string();
+        .ok_or_else(|| {
+            ApiError::field(
+                "number",
+                "INVALID_NUMBER",
+                format!("\"{number}\" is not a phone number Switchboard can parse"),
+            )
+        })?;
+    let note = body
+        .get("note")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .to_string();
     add_ignored_number(&state, auth.portal_id, &e164, &note).await?;
-    Ok((StatusCode::CREATED, Json(json!({ "number": e164, "note": note }))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "number": e164, "note": note })),
+    ))
 }
 
 /// Adds a number to a portal's ignore list (shared by the API and the CLI).
-pub async fn add_ignored_number(state: &AppState, portal_id: i64, e164: &str, note: &str) -> Result<(), ApiError> {
+pub async fn add_ignored_number(
+    state: &AppState,
+    portal_id: i64,
+    e164: &str,
+    note: &str,
+) -> Result<(), ApiError> {
     state
         .store
-        .ignore_number(&IgnoredNumber { portal_id, e164: e164.to_string(), note: note.to_string(), created_at: clock::now_ms() })
+        .ignore_number(&IgnoredNumber {
+            portal_id,
+            e164: e164.to_string(),
+            note: note.to_string(),
+            created_at: clock::now_ms(),
+        })
         .await?;
     state.index.set_ignored(portal_id, e164, true);
     Ok(())
@@ -204,11 +281,21 @@ pub async fn add_ignored_number(state: &AppState, portal_id: i64, e164: &str, no
 
 /// Remove a number from the ignore list.
 #[utoipa::path(delete, path = "/switchboard/v1/ignored-numbers/{number}", tag = "Switchboard", params(("number" = String, Path)), responses((status = 204, description = "Removed"), (status = 404, description = "Not on the list")))]
-async fn remove_ignored(State(state): State<Arc<AppState>>, Path(number): Path<String>, auth: Auth) -> Result<StatusCode, ApiError> {
+async fn remove_ignored(
+    State(state): State<Arc<AppState>>,
+    Path(number): Path<String>,
+    auth: Auth,
+) -> Result<StatusCode, ApiError> {
     auth.require(ADMIN_SCOPE)?;
-    let portal = state.portal(auth.portal_id).await?.ok_or_else(|| ApiError::Internal("unknown portal".into()))?;
-    let region = normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
-    let e164 = normalize::normalize(&number, None, region).e164.unwrap_or(number);
+    let portal = state
+        .portal(auth.portal_id)
+        .await?
+        .ok_or_else(|| ApiError::Internal("unknown portal".into()))?;
+    let region =
+        normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
+    let e164 = normalize::normalize(&number, None, region)
+        .e164
+        .unwrap_or(number);
     if !state.store.unignore_number(auth.portal_id, &e164).await? {
         return Err(ApiError::not_found());
     }
@@ -227,33 +314,58 @@ fn settings_json(p: &crate::store::Portal) -> Value {
 
 /// The portal's caller-ID settings.
 #[utoipa::path(get, path = "/switchboard/v1/settings", tag = "Switchboard", responses((status = 200, description = "{\"portalId\", \"defaultRegion\", \"associate\", \"suffixDigits\"}")))]
-async fn get_settings(State(state): State<Arc<AppState>>, auth: Auth) -> Result<Json<Value>, ApiError> {
+async fn get_settings(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+) -> Result<Json<Value>, ApiError> {
     auth.require(ADMIN_SCOPE)?;
-    let p = state.portal(auth.portal_id).await?.ok_or_else(ApiError::not_found)?;
+    let p = state
+        .portal(auth.portal_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     Ok(Json(settings_json(&p)))
 }
 
 /// Change caller-ID settings: `{"associate": "best"|"all"|"none", "suffixDigits": 7|null}`.
 #[utoipa::path(patch, path = "/switchboard/v1/settings", tag = "Switchboard", request_body(content = Object), responses((status = 200, description = "The new settings")))]
-async fn update_settings(State(state): State<Arc<AppState>>, auth: Auth, JsonBody(body): JsonBody) -> Result<Json<Value>, ApiError> {
+async fn update_settings(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Json<Value>, ApiError> {
     auth.require(ADMIN_SCOPE)?;
-    let mut p = state.portal(auth.portal_id).await?.ok_or_else(ApiError::not_found)?;
+    let mut p = state
+        .portal(auth.portal_id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
     if let Some(v) = body.get("associate") {
         p.associate = v.as_str().and_then(AssociateMode::parse).ok_or_else(|| {
-            ApiError::field("associate", "INVALID_ENUM", format!("associate must be best, all or none, got {v}"))
+            ApiError::field(
+                "associate",
+                "INVALID_ENUM",
+                format!("associate must be best, all or none, got {v}"),
+            )
         })?;
     }
     if let Some(v) = body.get("suffixDigits") {
         p.suffix_digits = match v {
             Value::Null => None,
             v => Some(v.as_u64().filter(|n| (4..=15).contains(n)).ok_or_else(|| {
-                ApiError::field("suffixDigits", "INVALID_INTEGER", format!("suffixDigits must be null (off) or 4 to 15, got {v}"))
+                ApiError::field(
+                    "suffixDigits",
+                    "INVALID_INTEGER",
+                    format!("suffixDigits must be null (off) or 4 to 15, got {v}"),
+                )
             })? as u8),
         };
     }
     if let Some(v) = body.get("defaultRegion") {
         let code = v.as_str().and_then(normalize::region_code).ok_or_else(|| {
-            ApiError::field("defaultRegion", "INVALID_REGION", format!("defaultRegion must be an ISO-3166 alpha-2 region, got {v}"))
+            ApiError::field(
+                "defaultRegion",
+                "INVALID_REGION",
+                format!("defaultRegion must be an ISO-3166 alpha-2 region, got {v}"),
+            )
         })?;
         p.default_region = code.to_string();
     }

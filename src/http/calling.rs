@@ -6,10 +6,10 @@
 
 use std::sync::Arc;
 
+use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
-use axum::Json;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -227,8 +227,8 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
     let matches = if withheld {
         Vec::new()
     } else {
-        let caller = normalize::parse_caller(&req.from_number.e164_number)
-            .expect("validated in parse");
+        let caller =
+            normalize::parse_caller(&req.from_number.e164_number).expect("validated in parse");
         callerid::find(
             &state.index,
             state.store.as_ref(),
@@ -242,7 +242,8 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
 
     let mut headers = HeaderMap::new();
     if req.create_engagement {
-        let call = build_call_log(state, portal.id, portal.associate, &req, &matches, arrived).await?;
+        let call =
+            build_call_log(state, portal.id, portal.associate, &req, &matches, arrived).await?;
         let logged = state.calls.log(call).await?;
         if let Ok(v) = HeaderValue::from_str(&logged.call_id.to_string()) {
             headers.insert("x-switchboard-call-id", v);
@@ -284,14 +285,24 @@ async fn build_call_log(
     if !normalize::is_withheld(&req.from_number.e164_number) {
         set(
             "hs_call_from_number",
-            with_extension(&req.from_number.e164_number, req.from_number.extension.as_deref()),
+            with_extension(
+                &req.from_number.e164_number,
+                req.from_number.extension.as_deref(),
+            ),
         );
     }
     set(
         "hs_call_to_number",
-        with_extension(&req.to_number.e164_number, req.to_number.extension.as_deref()),
+        with_extension(
+            &req.to_number.e164_number,
+            req.to_number.extension.as_deref(),
+        ),
     );
-    if let Some(ts) = req.call_started_timestamp.as_deref().and_then(clock::parse_iso) {
+    if let Some(ts) = req
+        .call_started_timestamp
+        .as_deref()
+        .and_then(clock::parse_iso)
+    {
         set("hs_timestamp", clock::iso(ts));
     }
     if let Some(d) = req.duration_seconds {
@@ -303,7 +314,10 @@ async fn build_call_log(
     if let Some(uid) = req.user_id {
         match users.iter().find(|u| u.id == i64::from(uid)) {
             Some(u) => set("hubspot_owner_id", u.owner_id.to_string()),
-            None => tracing::warn!(user_id = uid, "inbound-call userId is not a user of this portal; call logged without an owner"),
+            None => tracing::warn!(
+                user_id = uid,
+                "inbound-call userId is not a user of this portal; call logged without an owner"
+            ),
         }
     }
     let stale: Vec<i32> = req
@@ -313,7 +327,10 @@ async fn build_call_log(
         .filter(|id| !users.iter().any(|u| u.id == i64::from(*id)))
         .collect();
     if !stale.is_empty() {
-        tracing::warn!(?stale, "potentialRecipientUserIds holds ids that are not users of this portal");
+        tracing::warn!(
+            ?stale,
+            "potentialRecipientUserIds holds ids that are not users of this portal"
+        );
     }
     if let Some(first) = matches.first() {
         set("hs_call_callee_object_id", first.record.id.to_string());
@@ -324,7 +341,9 @@ async fn build_call_log(
     }
     for (k, v) in &req.engagement_properties {
         let v = if k == "hs_timestamp" {
-            clock::parse_datetime(v).map(clock::iso).unwrap_or_else(|| v.clone())
+            clock::parse_datetime(v)
+                .map(clock::iso)
+                .unwrap_or_else(|| v.clone())
         } else {
             v.clone()
         };
@@ -418,7 +437,14 @@ async fn choose_associations(
                 .flatten()
                 .filter(|c| primaries.iter().all(|p| *p == Some(*c)));
             let company = common
-                .map(|id| (ObjectType::Company, id, CALL_TO_COMPANY.0, CALL_TO_COMPANY.1))
+                .map(|id| {
+                    (
+                        ObjectType::Company,
+                        id,
+                        CALL_TO_COMPANY.0,
+                        CALL_TO_COMPANY.1,
+                    )
+                })
                 .or(company_of_match.map(|(_, a)| a));
             let mut out = Vec::new();
             if tied.len() == 1 {
@@ -437,7 +463,10 @@ pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
         return Err(ApiError::field(
             "body",
             "INVALID_TYPE",
-            format!("The request body must be a JSON object, not {}", crm::kind(body)),
+            format!(
+                "The request body must be a JSON object, not {}",
+                crm::kind(body)
+            ),
         ));
     };
     let create_engagement = match obj.get("createEngagement") {
@@ -447,11 +476,16 @@ pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
             None
         }
     };
-    let engagement_properties = parse_engagement_properties(obj.get("engagementProperties"), &mut errors);
+    let engagement_properties =
+        parse_engagement_properties(obj.get("engagementProperties"), &mut errors);
     let external_call_id = match obj.get("externalCallId") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
         Some(Value::String(_)) => {
-            errors.push(FieldError::new("externalCallId", "REQUIRED", "externalCallId must not be empty"));
+            errors.push(FieldError::new(
+                "externalCallId",
+                "REQUIRED",
+                "externalCallId must not be empty",
+            ));
             None
         }
         other => {
@@ -459,7 +493,8 @@ pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
             None
         }
     };
-    let final_call_status = parse_enum::<FinalCallStatus>(obj.get("finalCallStatus"), "finalCallStatus", &mut errors);
+    let final_call_status =
+        parse_enum::<FinalCallStatus>(obj.get("finalCallStatus"), "finalCallStatus", &mut errors);
     let from_number = parse_number(obj.get("fromNumber"), "fromNumber", true, &mut errors);
     let to_number = parse_number(obj.get("toNumber"), "toNumber", false, &mut errors);
     let potential = match obj.get("potentialRecipientUserIds") {
@@ -478,7 +513,11 @@ pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
             Some(ids)
         }
         other => {
-            errors.push(type_error("potentialRecipientUserIds", "an array of user ids", other));
+            errors.push(type_error(
+                "potentialRecipientUserIds",
+                "an array of user ids",
+                other,
+            ));
             None
         }
     };
@@ -498,18 +537,30 @@ pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
         None | Some(Value::Null) => None,
         Some(v) => match v.as_i64() {
             Some(n) if n < 0 => {
-                errors.push(FieldError::new("durationSeconds", "NEGATIVE_DURATION", format!("durationSeconds must not be negative, got {n}")));
+                errors.push(FieldError::new(
+                    "durationSeconds",
+                    "NEGATIVE_DURATION",
+                    format!("durationSeconds must not be negative, got {n}"),
+                ));
                 None
             }
             Some(n) => match i32::try_from(n) {
                 Ok(n) => Some(n),
                 Err(_) => {
-                    errors.push(FieldError::new("durationSeconds", "INVALID_INTEGER", format!("durationSeconds must fit a 32-bit integer, got {n}")));
+                    errors.push(FieldError::new(
+                        "durationSeconds",
+                        "INVALID_INTEGER",
+                        format!("durationSeconds must fit a 32-bit integer, got {n}"),
+                    ));
                     None
                 }
             },
             None => {
-                errors.push(type_error("durationSeconds", "a whole number of seconds", Some(v)));
+                errors.push(type_error(
+                    "durationSeconds",
+                    "a whole number of seconds",
+                    Some(v),
+                ));
                 None
             }
         },
@@ -550,17 +601,31 @@ fn describe(v: &Value) -> String {
 
 fn type_error(field: &str, expected: &str, got: Option<&Value>) -> FieldError {
     match got {
-        None | Some(Value::Null) => FieldError::new(field, "REQUIRED", format!("{field} is required")),
-        Some(v) => FieldError::new(field, "INVALID_TYPE", format!("{field} must be {expected}, not {}", describe(v))),
+        None | Some(Value::Null) => {
+            FieldError::new(field, "REQUIRED", format!("{field} is required"))
+        }
+        Some(v) => FieldError::new(
+            field,
+            "INVALID_TYPE",
+            format!("{field} must be {expected}, not {}", describe(v)),
+        ),
     }
 }
 
-fn parse_enum<T: for<'de> Deserialize<'de>>(v: Option<&Value>, field: &str, errors: &mut Vec<FieldError>) -> Option<T> {
+fn parse_enum<T: for<'de> Deserialize<'de>>(
+    v: Option<&Value>,
+    field: &str,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
     match v {
         Some(Value::String(s)) => match serde_json::from_value::<T>(Value::String(s.clone())) {
             Ok(t) => Some(t),
             Err(_) => {
-                errors.push(FieldError::new(field, "INVALID_ENUM", format!("{field} has an unknown value \"{s}\"")));
+                errors.push(FieldError::new(
+                    field,
+                    "INVALID_ENUM",
+                    format!("{field} has an unknown value \"{s}\""),
+                ));
                 None
             }
         },
@@ -571,9 +636,16 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(v: Option<&Value>, field: &str, erro
     }
 }
 
-fn parse_engagement_properties(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Option<std::collections::BTreeMap<String, String>> {
+fn parse_engagement_properties(
+    v: Option<&Value>,
+    errors: &mut Vec<FieldError>,
+) -> Option<std::collections::BTreeMap<String, String>> {
     let Some(Value::Object(map)) = v else {
-        errors.push(type_error("engagementProperties", "an object of strings", v));
+        errors.push(type_error(
+            "engagementProperties",
+            "an object of strings",
+            v,
+        ));
         return None;
     };
     let mut out = std::collections::BTreeMap::new();
@@ -581,15 +653,27 @@ fn parse_engagement_properties(v: Option<&Value>, errors: &mut Vec<FieldError>) 
     for (k, val) in map {
         let field = format!("engagementProperties.{k}");
         let Value::String(s) = val else {
-            errors.push(FieldError::new(&field, "INVALID_TYPE", format!("{field} must be a string, not {}", crm::kind(val))));
+            errors.push(FieldError::new(
+                &field,
+                "INVALID_TYPE",
+                format!("{field} must be a string, not {}", crm::kind(val)),
+            ));
             continue;
         };
         if let Err(e) = crm::check_writable(ObjectType::Call, k) {
-            errors.push(FieldError::new(&field, e.code, format!("{} on calls", e.message)));
+            errors.push(FieldError::new(
+                &field,
+                e.code,
+                format!("{field}: {} on calls", e.message),
+            ));
             continue;
         }
         if k == "hs_timestamp" && clock::parse_datetime(s).is_none() {
-            errors.push(FieldError::new(&field, "INVALID_DATE_TIME", format!("{field} must be epoch milliseconds or an ISO-8601 date-time, got \"{s}\"")));
+            errors.push(FieldError::new(
+                &field,
+                "INVALID_DATE_TIME",
+                format!("{field} must be epoch milliseconds or an ISO-8601 date-time, got \"{s}\""),
+            ));
             continue;
         }
         out.insert(k.clone(), s.clone());
@@ -597,9 +681,18 @@ fn parse_engagement_properties(v: Option<&Value>, errors: &mut Vec<FieldError>) 
     (errors.len() == before).then_some(out)
 }
 
-fn parse_number(v: Option<&Value>, field: &str, allow_withheld: bool, errors: &mut Vec<FieldError>) -> Option<FormattedPhoneNumber> {
+fn parse_number(
+    v: Option<&Value>,
+    field: &str,
+    allow_withheld: bool,
+    errors: &mut Vec<FieldError>,
+) -> Option<FormattedPhoneNumber> {
     let Some(Value::Object(obj)) = v else {
-        errors.push(type_error(field, "an object with e164Number and phoneNumberType", v));
+        errors.push(type_error(
+            field,
+            "an object with e164Number and phoneNumberType",
+            v,
+        ));
         return None;
     };
     let before = errors.len();
@@ -627,14 +720,24 @@ fn parse_number(v: Option<&Value>, field: &str, allow_withheld: bool, errors: &m
             None
         }
     };
-    let kind = parse_enum::<PhoneNumberType>(obj.get("phoneNumberType"), &format!("{field}.phoneNumberType"), errors);
+    let kind = parse_enum::<PhoneNumberType>(
+        obj.get("phoneNumberType"),
+        &format!("{field}.phoneNumberType"),
+        errors,
+    );
     let extension = match obj.get("extension") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s.is_empty() => None,
-        Some(Value::String(s)) if s.len() <= 40 && s.bytes().all(|b| b.is_ascii_digit()) => Some(s.clone()),
+        Some(Value::String(s)) if s.len() <= 40 && s.bytes().all(|b| b.is_ascii_digit()) => {
+            Some(s.clone())
+        }
         Some(v) => {
             let f = format!("{field}.extension");
-            errors.push(FieldError::new(&f, "INVALID_EXTENSION", format!("{f} must be a string of digits, got {}", describe(v))));
+            errors.push(FieldError::new(
+                &f,
+                "INVALID_EXTENSION",
+                format!("{f} must be a string of digits, got {}", describe(v)),
+            ));
             None
         }
     };

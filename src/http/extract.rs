@@ -181,7 +181,9 @@ impl Query {
                 _ => Err(ApiError::field(
                     key,
                     "INVALID_INTEGER",
-                    format!("Query parameter \"{key}\" must be an integer from {min} to {max}, got \"{v}\""),
+                    format!(
+                        "Query parameter \"{key}\" must be an integer from {min} to {max}, got \"{v}\""
+                    ),
                 )),
             },
         }

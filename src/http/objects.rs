@@ -156,7 +156,11 @@ async fn list_objects(
     let after = match query.one("after") {
         None | Some("") => 0,
         Some(a) => a.parse::<i64>().map_err(|_| {
-            ApiError::field("after", "INVALID_CURSOR", format!("after must be a cursor from paging.next.after, got \"{a}\""))
+            ApiError::field(
+                "after",
+                "INVALID_CURSOR",
+                format!("after must be a cursor from paging.next.after, got \"{a}\""),
+            )
         })?,
     };
     let archived = query.bool("archived")?;
@@ -170,7 +174,17 @@ async fn list_objects(
     rows.truncate(limit as usize);
     let mut results = Vec::with_capacity(rows.len());
     for r in &rows {
-        results.push(to_wire(&state, auth.portal_id, r, props.as_deref(), assocs.as_deref(), false).await?);
+        results.push(
+            to_wire(
+                &state,
+                auth.portal_id,
+                r,
+                props.as_deref(),
+                assocs.as_deref(),
+                false,
+            )
+            .await?,
+        );
     }
     let paging = match (more, rows.last()) {
         (true, Some(last)) => {
@@ -185,20 +199,31 @@ async fn list_objects(
     Ok(Json(CollectionResponse { results, paging }))
 }
 
+/// A property change: `None` clears the property.
+type Change = BTreeMap<String, Option<String>>;
+/// An inline association: (to id, association type id, category).
+type AssociationSpec = (i64, i64, String);
+
 /// Parses `{"properties": {...}, "associations": [...]}` of a create or update.
 fn parse_write_body(
     ty: ObjectType,
     body: &Value,
     allow_associations: bool,
-) -> Result<(BTreeMap<String, Option<String>>, Vec<(i64, i64, String)>), ApiError> {
+) -> Result<(Change, Vec<AssociationSpec>), ApiError> {
     let obj = body.as_object().ok_or_else(|| {
-        ApiError::field("body", "INVALID_TYPE", "The request body must be a JSON object with \"properties\"")
+        ApiError::field(
+            "body",
+            "INVALID_TYPE",
+            "The request body must be a JSON object with \"properties\"",
+        )
     })?;
     let props = match obj.get("properties") {
         Some(Value::Object(m)) => crm::parse_properties(ty, m).map_err(|errs| {
             ApiError::fields(
                 errs.into_iter()
-                    .map(|e| FieldError::new(format!("properties.{}", e.property), e.code, e.message))
+                    .map(|e| {
+                        FieldError::new(format!("properties.{}", e.property), e.code, e.message)
+                    })
                     .collect(),
             )
         })?,
@@ -207,28 +232,56 @@ fn parse_write_body(
             return Err(ApiError::field(
                 "properties",
                 "INVALID_TYPE",
-                format!("properties must be an object of strings, not {}", crm::kind(v)),
+                format!(
+                    "properties must be an object of strings, not {}",
+                    crm::kind(v)
+                ),
             ));
         }
     };
     let mut assocs = Vec::new();
     if allow_associations && let Some(list) = obj.get("associations") {
         let Value::Array(items) = list else {
-            return Err(ApiError::field("associations", "INVALID_TYPE", "associations must be an array"));
+            return Err(ApiError::field(
+                "associations",
+                "INVALID_TYPE",
+                "associations must be an array",
+            ));
         };
         for (i, item) in items.iter().enumerate() {
             let to = item
                 .pointer("/to/id")
-                .and_then(|v| v.as_str().map(str::to_string).or_else(|| v.as_i64().map(|n| n.to_string())))
+                .and_then(|v| {
+                    v.as_str()
+                        .map(str::to_string)
+                        .or_else(|| v.as_i64().map(|n| n.to_string()))
+                })
                 .and_then(|s| s.parse::<i64>().ok())
-                .ok_or_else(|| ApiError::field(&format!("associations[{i}].to.id"), "REQUIRED", format!("associations[{i}].to.id must be a record id")))?;
+                .ok_or_else(|| {
+                    ApiError::field(
+                        &format!("associations[{i}].to.id"),
+                        "REQUIRED",
+                        format!("associations[{i}].to.id must be a record id"),
+                    )
+                })?;
             let types = item.get("types").and_then(Value::as_array).ok_or_else(|| {
-                ApiError::field(&format!("associations[{i}].types"), "REQUIRED", format!("associations[{i}].types must be an array"))
+                ApiError::field(
+                    &format!("associations[{i}].types"),
+                    "REQUIRED",
+                    format!("associations[{i}].types must be an array"),
+                )
             })?;
             for (j, t) in types.iter().enumerate() {
-                let type_id = t.get("associationTypeId").and_then(Value::as_i64).ok_or_else(|| {
-                    ApiError::field(&format!("associations[{i}].types[{j}].associationTypeId"), "REQUIRED", "associationTypeId must be an integer")
-                })?;
+                let type_id = t
+                    .get("associationTypeId")
+                    .and_then(Value::as_i64)
+                    .ok_or_else(|| {
+                        ApiError::field(
+                            &format!("associations[{i}].types[{j}].associationTypeId"),
+                            "REQUIRED",
+                            "associationTypeId must be an integer",
+                        )
+                    })?;
                 let category = t
                     .get("associationCategory")
                     .and_then(Value::as_str)
@@ -246,18 +299,26 @@ async fn resolve_associations(
     state: &AppState,
     portal_id: i64,
     ty: ObjectType,
-    specs: &[(i64, i64, String)],
+    specs: &[AssociationSpec],
 ) -> Result<Vec<Association>, ApiError> {
     let mut out = Vec::new();
     for (i, (to_id, type_id, category)) in specs.iter().enumerate() {
-        let Some((_, from, to, _, _)) = records::association_type(*type_id).filter(|t| t.1 == ty) else {
+        let Some((_, from, to, _, _)) = records::association_type(*type_id).filter(|t| t.1 == ty)
+        else {
             return Err(ApiError::field(
                 &format!("associations[{i}]"),
                 "INVALID_ASSOCIATION_TYPE",
-                format!("associationTypeId {type_id} does not start at {}", ty.plural()),
+                format!(
+                    "associationTypeId {type_id} does not start at {}",
+                    ty.plural()
+                ),
             ));
         };
-        let exists = state.store.record(portal_id, to, *to_id).await?.is_some_and(|r| !r.archived);
+        let exists = state
+            .store
+            .record(portal_id, to, *to_id)
+            .await?
+            .is_some_and(|r| !r.archived);
         if !exists {
             return Err(ApiError::field(
                 &format!("associations[{i}].to.id"),
@@ -295,21 +356,35 @@ async fn create_object(
 }
 
 /// Finds the record named by the path id, or by `idProperty`.
-async fn find_record(state: &AppState, portal_id: i64, ty: ObjectType, id: &str, query: &Query) -> Result<Record, ApiError> {
+async fn find_record(
+    state: &AppState,
+    portal_id: i64,
+    ty: ObjectType,
+    id: &str,
+    query: &Query,
+) -> Result<Record, ApiError> {
     let record = match query.one("idProperty").filter(|p| *p != "hs_object_id") {
         Some(prop) => {
             let allowed = matches!(
                 (ty, prop),
-                (ObjectType::Contact, "email") | (ObjectType::Company, "domain") | (ObjectType::Call, "hs_call_external_id")
+                (ObjectType::Contact, "email")
+                    | (ObjectType::Company, "domain")
+                    | (ObjectType::Call, "hs_call_external_id")
             );
             if !allowed {
                 return Err(ApiError::field(
                     "idProperty",
                     "INVALID_ID_PROPERTY",
-                    format!("idProperty \"{prop}\" is not a unique property of {}", ty.plural()),
+                    format!(
+                        "idProperty \"{prop}\" is not a unique property of {}",
+                        ty.plural()
+                    ),
                 ));
             }
-            state.store.record_by_property(portal_id, ty, prop, id).await?
+            state
+                .store
+                .record_by_property(portal_id, ty, prop, id)
+                .await?
         }
         None => match id.parse::<i64>() {
             Ok(n) => state.store.record(portal_id, ty, n).await?,
@@ -317,7 +392,9 @@ async fn find_record(state: &AppState, portal_id: i64, ty: ObjectType, id: &str,
         },
     };
     let archived = query.bool("archived")?;
-    record.filter(|r| r.archived == archived).ok_or_else(ApiError::not_found)
+    record
+        .filter(|r| r.archived == archived)
+        .ok_or_else(ApiError::not_found)
 }
 
 /// Read one record by id or `idProperty`.
@@ -343,7 +420,17 @@ async fn get_object(
     let record = find_record(&state, auth.portal_id, ty, &id, &query).await?;
     let props = query.list("properties");
     let assocs = query.list("associations");
-    Ok(Json(to_wire(&state, auth.portal_id, &record, props.as_deref(), assocs.as_deref(), false).await?))
+    Ok(Json(
+        to_wire(
+            &state,
+            auth.portal_id,
+            &record,
+            props.as_deref(),
+            assocs.as_deref(),
+            false,
+        )
+        .await?,
+    ))
 }
 
 /// Update a record's properties.
@@ -367,7 +454,9 @@ async fn update_object(
     let (props, _) = parse_write_body(ty, &body, false)?;
     let record = find_record(&state, auth.portal_id, ty, &id, &query).await?;
     let record = records::update(&state, auth.portal_id, ty, record.id, props).await?;
-    Ok(Json(to_wire(&state, auth.portal_id, &record, None, None, true).await?))
+    Ok(Json(
+        to_wire(&state, auth.portal_id, &record, None, None, true).await?,
+    ))
 }
 
 /// Archive a record; answers 204.

@@ -76,7 +76,11 @@ impl From<&User> for PublicOwner {
     params(("email" = Option<String>, Query), ("limit" = Option<i64>, Query), ("after" = Option<String>, Query), ("archived" = Option<bool>, Query)),
     responses((status = 200, description = "{\"results\": [PublicOwner], \"paging\"?}"))
 )]
-async fn list_owners(State(state): State<Arc<AppState>>, auth: Auth, query: Query) -> Result<Json<Value>, ApiError> {
+async fn list_owners(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
     auth.require(OWNER_SCOPES)?;
     let limit = query.int("limit", 100, 1, 500)?;
     let after: i64 = query.one("after").and_then(|a| a.parse().ok()).unwrap_or(0);
@@ -88,9 +92,17 @@ async fn list_owners(State(state): State<Arc<AppState>>, auth: Auth, query: Quer
         .await?
         .into_iter()
         .filter(|u| u.archived == archived && u.owner_id > after)
-        .filter(|u| email.as_ref().is_none_or(|e| u.email.to_ascii_lowercase() == *e))
+        .filter(|u| {
+            email
+                .as_ref()
+                .is_none_or(|e| u.email.to_ascii_lowercase() == *e)
+        })
         .collect();
-    let page: Vec<PublicOwner> = users.iter().take(limit as usize).map(PublicOwner::from).collect();
+    let page: Vec<PublicOwner> = users
+        .iter()
+        .take(limit as usize)
+        .map(PublicOwner::from)
+        .collect();
     let mut body = json!({ "results": page });
     if users.len() > limit as usize {
         let next = users[limit as usize - 1].owner_id.to_string();
@@ -118,7 +130,11 @@ async fn get_owner(
         None | Some("id") => false,
         Some("userId") => true,
         Some(other) => {
-            return Err(ApiError::field("idProperty", "INVALID_ID_PROPERTY", format!("idProperty must be id or userId, got \"{other}\"")));
+            return Err(ApiError::field(
+                "idProperty",
+                "INVALID_ID_PROPERTY",
+                format!("idProperty must be id or userId, got \"{other}\""),
+            ));
         }
     };
     let n: i64 = id.parse().map_err(|_| ApiError::not_found())?;
@@ -138,17 +154,35 @@ async fn get_owner(
     request_body(content = Object, description = "{\"email\": \"...\", \"firstName\"?: \"...\", \"lastName\"?: \"...\"}"),
     responses((status = 201, description = "{\"id\": \"1000001\", \"email\": ..., \"ownerId\": ...}"))
 )]
-async fn create_user(State(state): State<Arc<AppState>>, auth: Auth, JsonBody(body): JsonBody) -> Result<Response, ApiError> {
+async fn create_user(
+    State(state): State<Arc<AppState>>,
+    auth: Auth,
+    JsonBody(body): JsonBody,
+) -> Result<Response, ApiError> {
     auth.require(USER_SCOPES)?;
     let email = body
         .get("email")
         .and_then(Value::as_str)
         .filter(|e| e.contains('@'))
-        .ok_or_else(|| ApiError::field("email", "REQUIRED", "email is required and must be an email address"))?;
-    let text = |k: &str| body.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+        .ok_or_else(|| {
+            ApiError::field(
+                "email",
+                "REQUIRED",
+                "email is required and must be an email address",
+            )
+        })?;
+    let text = |k: &str| {
+        body.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
     let users = state.store.users(auth.portal_id).await?;
     if let Some(u) = users.iter().find(|u| u.email.eq_ignore_ascii_case(email)) {
-        return Err(ApiError::Conflict(format!("A user with email {email} already exists. Existing ID: {}", u.id)));
+        return Err(ApiError::Conflict(format!(
+            "A user with email {email} already exists. Existing ID: {}",
+            u.id
+        )));
     }
     let user = state
         .store

@@ -227,13 +227,15 @@ impl Store for SqliteStore {
     }
 
     async fn create_token(&self, portal_id: i64, hash: &str, scopes: &[String]) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tokens (hash, portal_id, scopes, created_at) VALUES ($1, $2, $3, $4)")
-            .bind(hash)
-            .bind(portal_id)
-            .bind(scopes.join(" "))
-            .bind(crate::clock::now_ms())
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO tokens (hash, portal_id, scopes, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(hash)
+        .bind(portal_id)
+        .bind(scopes.join(" "))
+        .bind(crate::clock::now_ms())
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

@@ -1,0 +1,262 @@
+//! Test harness: the real `switchboard` binary, on a free port, over a temporary SQLite file,
+//! driven over HTTP. Portals and tokens are made with the real CLI.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
+
+pub const WRITE_SCOPES: &str = "crm.objects.contacts.read,crm.objects.contacts.write,crm.objects.companies.read,crm.objects.companies.write,crm.objects.owners.read,settings.users.write,switchboard.admin";
+
+/// A temporary database folder that outlives server restarts.
+pub struct Db {
+    pub dir: tempfile::TempDir,
+}
+
+impl Db {
+    pub fn new() -> Self {
+        Db {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().join("switchboard.db")
+    }
+
+    pub fn url(&self) -> String {
+        format!("sqlite://{}", self.path().display())
+    }
+
+    /// Runs a CLI command against this database and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--db", &self.url()])
+            .output()
+            .expect("run switchboard");
+        assert!(
+            out.status.success(),
+            "switchboard {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("utf8")
+    }
+
+    pub fn portal(&self, id: i64, region: &str) {
+        self.cli(&[
+            "portal",
+            "create",
+            "--id",
+            &id.to_string(),
+            "--default-region",
+            region,
+        ]);
+    }
+
+    /// Creates a token and returns it (the last line of the command's stdout).
+    pub fn token(&self, portal: i64, scopes: &str) -> String {
+        let out = self.cli(&[
+            "token",
+            "create",
+            "--portal",
+            &portal.to_string(),
+            "--scopes",
+            scopes,
+        ]);
+        out.lines().last().expect("token line").trim().to_string()
+    }
+}
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub base: String,
+    /// Everything the server printed on stdout before it was listening.
+    pub banner: Vec<String>,
+}
+
+impl Server {
+    pub fn start(db: &Db) -> Self {
+        Self::start_with(db, &[])
+    }
+
+    pub fn start_with(db: &Db, extra: &[&str]) -> Self {
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--db", &db.url()])
+            .args(extra)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut reader = BufReader::new(stdout);
+        let mut banner = Vec::new();
+        let base = loop {
+            let mut line = String::new();
+            let n = reader.read_line(&mut line).expect("read stdout");
+            assert!(n > 0, "server exited before listening; printed {banner:?}");
+            if let Some(addr) = line.trim().strip_prefix("Switchboard listening on ") {
+                break addr.to_string();
+            }
+            banner.push(line.trim_end().to_string());
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in reader.lines() {});
+        Server {
+            child,
+            base,
+            banner,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// SIGTERM, then wait: the graceful path.
+    pub fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+
+    /// SIGKILL: the crash path.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .expect("client")
+}
+
+/// POST JSON with a token; returns (status, headers, body).
+pub async fn post(
+    url: &str,
+    token: &str,
+    body: &Value,
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let r = client()
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        headers,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub async fn get(url: &str, token: &str) -> (u16, Value) {
+    let r = client()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+pub async fn patch(url: &str, token: &str, body: &Value) -> (u16, Value) {
+    let r = client()
+        .patch(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .expect("request");
+    let status = r.status().as_u16();
+    let text = r.text().await.expect("body");
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+/// Creates a record through the objects API and returns its id.
+pub async fn create(server: &Server, token: &str, ty: &str, props: Value) -> i64 {
+    let (status, _, body) = post(
+        &server.url(&format!("/crm/v3/objects/{ty}")),
+        token,
+        &json!({ "properties": props }),
+    )
+    .await;
+    assert_eq!(status, 201, "create {ty}: {body}");
+    body["id"]
+        .as_str()
+        .expect("string id")
+        .parse()
+        .expect("numeric id")
+}
+
+/// A valid inbound-call body from `from`.
+pub fn inbound(external_id: &str, from: &str, create_engagement: bool) -> Value {
+    json!({
+        "createEngagement": create_engagement,
+        "engagementProperties": {},
+        "externalCallId": external_id,
+        "finalCallStatus": "COMPLETED",
+        "fromNumber": { "e164Number": from, "phoneNumberType": "MOBILE" },
+        "toNumber": { "e164Number": "+14155550100", "phoneNumberType": "FIXED_LINE" },
+        "potentialRecipientUserIds": [],
+    })
+}
+
+pub const INBOUND: &str = "/crm/v3/extensions/calling/inbound-call";
+
+/// Asserts HubSpot's error body and returns the `in` of each entry of `errors[]`.
+pub fn error_fields(body: &Value, category: &str) -> Vec<String> {
+    assert_eq!(body["status"], "error", "{body}");
+    assert_eq!(body["category"], category, "{body}");
+    assert!(
+        body["message"].as_str().is_some_and(|m| !m.is_empty()),
+        "{body}"
+    );
+    assert!(
+        body["correlationId"]
+            .as_str()
+            .is_some_and(|c| c.len() >= 32),
+        "{body}"
+    );
+    body["errors"]
+        .as_array()
+        .expect("errors[]")
+        .iter()
+        .filter_map(|e| e["in"].as_str().map(str::to_string))
+        .collect()
+}
+
+pub fn db_exists(p: &Path) -> bool {
+    p.exists()
+}
