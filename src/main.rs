@@ -63,6 +63,22 @@ enum Command {
         #[command(subcommand)]
         command: IgnoreCommand,
     },
+    /// Check stored data before switching telephony over.
+    Doctor {
+        #[command(subcommand)]
+        command: DoctorCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DoctorCommand {
+    /// Unparsable numbers, numbers whose region was guessed, numbers shared by many records.
+    Phones {
+        #[arg(long)]
+        portal: i64,
+        #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -250,6 +266,18 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Ignore { command } => run_ignore(command).await,
+        Command::Doctor {
+            command: DoctorCommand::Phones { portal, db },
+        } => {
+            let store = open(&db).await?;
+            let rows = store
+                .phones_of_portal(portal)
+                .await
+                .map_err(|e| e.to_string())?;
+            print!("{}", switchboard::callerid::doctor::report(portal, &rows));
+            store.close().await;
+            Ok(())
+        }
     }
 }
 

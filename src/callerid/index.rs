@@ -223,13 +223,16 @@ impl CallerIdIndex {
                 },
             }));
         }
-        if let Some(key) = caller.national_key
-            && let Some(list) = idx.national.get(&key)
+        for key in [caller.national_key, caller.trunk_key]
+            .into_iter()
+            .flatten()
         {
-            hits.extend(list.iter().map(|p| Hit {
-                posting: *p,
-                tier: Tier::National,
-            }));
+            if let Some(list) = idx.national.get(&key) {
+                hits.extend(list.iter().map(|p| Hit {
+                    posting: *p,
+                    tier: Tier::National,
+                }));
+            }
         }
         if let Some((n, map)) = &idx.suffix {
             let n = *n as usize;

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use crate::store::{ObjectType, Record};
 
 pub mod countries;
+pub mod doctor;
 pub mod index;
 pub mod normalize;
 

@@ -159,7 +159,15 @@ pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> 
     let Some(number) = parse_best(&cleaned, region) else {
         return Normalized::unparsable();
     };
-    let explicit = number_has_country_code(&number);
+    let valid = number.is_valid();
+    // A country code read from a national prefix (`011 234 5678` in a US portal reads as an
+    // international call) is believed only when it yields a valid number or a `+` was typed.
+    let explicit = number_has_country_code(&number)
+        && (valid
+            || cleaned
+                .trim_start()
+                .trim_start_matches("tel:")
+                .starts_with('+'));
     let source = if explicit {
         RegionSource::Number
     } else if country.is_some() {
@@ -167,7 +175,6 @@ pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> 
     } else {
         RegionSource::Default
     };
-    let valid = number.is_valid();
     let possible = PHONE_NUMBER_UTIL.is_possible_number(&number);
     let nsn = number.get_national_significant_number();
     let e164 = if valid || (possible && explicit) {
@@ -247,7 +254,7 @@ fn number_has_country_code(n: &PhoneNumber) -> bool {
 /// The national-tier key of a digit string: trunk zeros dropped, as a number.
 pub fn national_key_of(digits: &str) -> Option<u64> {
     let d = digits.trim_start_matches('0');
-    if d.len() < 6 || d.len() > 17 {
+    if d.len() < 4 || d.len() > 17 {
         return None;
     }
     d.parse().ok()
@@ -264,7 +271,12 @@ pub struct CallerNumber {
     pub e164: String,
     pub key: u64,
     pub nsn: String,
+    /// The national significant number without leading zeros.
     pub national_key: Option<u64>,
+    /// The digits of the number in its country's national format (trunk prefix included,
+    /// leading zeros dropped), when they differ from `national_key`: a number stored as
+    /// `8 (912) 345-67-89` under a wrong region guess is found by this key.
+    pub trunk_key: Option<u64>,
     pub region: Option<String>,
 }
 
@@ -304,9 +316,13 @@ pub fn parse_caller(value: &str) -> Result<CallerNumber, CallerNumberError> {
     }
     let e164 = n.format_as(PhoneNumberFormat::E164).into_owned();
     let nsn = n.get_national_significant_number();
+    let national_key = national_key_of(&nsn);
+    let trunk_key = national_key_of(&digits(&n.format_as(PhoneNumberFormat::National)))
+        .filter(|k| Some(*k) != national_key);
     Ok(CallerNumber {
         key: e164_key(&e164).ok_or(CallerNumberError::NotE164)?,
-        national_key: national_key_of(&nsn),
+        national_key,
+        trunk_key,
         region: n.get_region_code().map(|r| r.to_string()),
         nsn,
         e164,

@@ -1,0 +1,95 @@
+//! `switchboard doctor phones`: what to fix in the data before switching telephony over.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+use crate::store::PhoneRow;
+
+/// Numbers shared by more records than this are reported (a switchboard line copied onto
+/// every contact of a company logs one call onto all of them).
+pub const SHARED_THRESHOLD: usize = 5;
+
+/// Renders the report for one portal's phone rows.
+pub fn report(portal_id: i64, rows: &[PhoneRow]) -> String {
+    let unparsable: Vec<&PhoneRow> = rows
+        .iter()
+        .filter(|r| r.e164.is_none() && r.source.as_deref() != Some("default"))
+        .collect();
+    let guessed: Vec<&PhoneRow> = rows
+        .iter()
+        .filter(|r| r.source.as_deref() == Some("default"))
+        .collect();
+    let mut by_number: BTreeMap<&str, Vec<&PhoneRow>> = BTreeMap::new();
+    for r in rows {
+        if let Some(e) = r.e164.as_deref() {
+            by_number.entry(e).or_default().push(r);
+        }
+    }
+    let shared: Vec<(&str, Vec<&PhoneRow>)> = by_number
+        .into_iter()
+        .map(|(n, mut v)| {
+            v.dedup_by_key(|r| r.object_id);
+            (n, v)
+        })
+        .filter(|(_, v)| v.len() > SHARED_THRESHOLD)
+        .collect();
+
+    let mut out = String::new();
+    let line = |r: &PhoneRow| {
+        format!(
+            "  {} {} {}: {:?}",
+            r.object_type.plural(),
+            r.object_id,
+            r.property,
+            r.raw
+        )
+    };
+    let _ = writeln!(
+        out,
+        "Phone numbers of portal {portal_id}: {} stored values\n",
+        rows.len()
+    );
+    let _ = writeln!(
+        out,
+        "Cannot be parsed (kept as typed, never matched): {}",
+        unparsable.len()
+    );
+    for r in &unparsable {
+        let _ = writeln!(out, "{}", line(r));
+    }
+    let _ = writeln!(
+        out,
+        "\nRegion only guessed from the portal default (no country code, no `country`; national-tier matches only): {}",
+        guessed.len()
+    );
+    for r in &guessed {
+        let _ = writeln!(
+            out,
+            "{} -> guessed {}",
+            line(r),
+            r.e164
+                .as_deref()
+                .unwrap_or("(not valid in the default region)")
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\nShared by more than {SHARED_THRESHOLD} records: {}",
+        shared.len()
+    );
+    for (n, v) in &shared {
+        let ids: Vec<String> = v
+            .iter()
+            .map(|r| format!("{} {}", r.object_type.plural(), r.object_id))
+            .collect();
+        let _ = writeln!(out, "  {n}: {} records ({})", v.len(), ids.join(", "));
+    }
+    let _ = writeln!(
+        out,
+        "\nSummary: {} unparsable, {} guessed region, {} shared numbers",
+        unparsable.len(),
+        guessed.len(),
+        shared.len()
+    );
+    out
+}
