@@ -105,7 +105,8 @@ pub fn pair(
     ]
 }
 
-async fn default_region(
+/// The portal's default region, for numbers typed without a country code.
+pub async fn default_region(
     state: &AppState,
     portal_id: i64,
 ) -> Result<rlibphonenumber::Region, ApiError> {

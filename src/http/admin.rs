@@ -97,12 +97,7 @@ async fn explain(
             ));
         }
     };
-    let portal = state
-        .portal(auth.portal_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("token of unknown portal".into()))?;
-    let region =
-        normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
+    let region = crate::records::default_region(&state, auth.portal_id).await?;
     // A caller number may be given as typed; normalise it the way a stored number would be.
     let typed = normalize::normalize(number, None, region);
     let e164 = if number.starts_with('+') && normalize::parse_caller(number).is_ok() {
@@ -124,17 +119,17 @@ async fn explain(
         )
     })?;
     let extension = extension.or(typed.extension.clone());
-    let ignored = state.index.is_ignored(portal.id, caller.key);
+    let ignored = state.index.is_ignored(auth.portal_id, caller.key);
     let matches = callerid::find(
         &state.index,
         state.store.as_ref(),
-        portal.id,
+        auth.portal_id,
         &caller,
         extension.as_deref(),
         state.config.match_cap,
     )
     .await?;
-    let phones = state.store.phones_of_portal(portal.id).await?;
+    let phones = state.store.phones_of_portal(auth.portal_id).await?;
     let mut out = Vec::new();
     for (rank, m) in matches.iter().enumerate() {
         let row = phones
@@ -232,12 +227,7 @@ async fn add_ignored(
         .get("number")
         .and_then(Value::as_str)
         .ok_or_else(|| ApiError::field("number", "REQUIRED", "number is required"))?;
-    let portal = state
-        .portal(auth.portal_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("unknown portal".into()))?;
-    let region =
-        normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
+    let region = crate::records::default_region(&state, auth.portal_id).await?;
     let e164 = normalize::normalize(number, None, region)
         .e164
         .ok_or_else(|| {
@@ -287,12 +277,7 @@ async fn remove_ignored(
     auth: Auth,
 ) -> Result<StatusCode, ApiError> {
     auth.require(ADMIN_SCOPE)?;
-    let portal = state
-        .portal(auth.portal_id)
-        .await?
-        .ok_or_else(|| ApiError::Internal("unknown portal".into()))?;
-    let region =
-        normalize::region_code(&portal.default_region).unwrap_or(rlibphonenumber::Region::US);
+    let region = crate::records::default_region(&state, auth.portal_id).await?;
     let e164 = normalize::normalize(&number, None, region)
         .e164
         .unwrap_or(number);

@@ -173,13 +173,9 @@ pub async fn post(
     )
 }
 
-pub async fn get(url: &str, token: &str) -> (u16, Value) {
-    let r = client()
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .expect("request");
+/// Sends a request and returns (status, JSON body, or the text as a JSON string).
+async fn send(req: reqwest::RequestBuilder) -> (u16, Value) {
+    let r = req.send().await.expect("request");
     let status = r.status().as_u16();
     let text = r.text().await.expect("body");
     (
@@ -188,20 +184,12 @@ pub async fn get(url: &str, token: &str) -> (u16, Value) {
     )
 }
 
+pub async fn get(url: &str, token: &str) -> (u16, Value) {
+    send(client().get(url).bearer_auth(token)).await
+}
+
 pub async fn patch(url: &str, token: &str, body: &Value) -> (u16, Value) {
-    let r = client()
-        .patch(url)
-        .bearer_auth(token)
-        .json(body)
-        .send()
-        .await
-        .expect("request");
-    let status = r.status().as_u16();
-    let text = r.text().await.expect("body");
-    (
-        status,
-        serde_json::from_str(&text).unwrap_or(Value::String(text)),
-    )
+    send(client().patch(url).bearer_auth(token).json(body)).await
 }
 
 /// Creates a record through the objects API and returns its id.
