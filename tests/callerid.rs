@@ -247,6 +247,27 @@ async fn extensions_shared_numbers_and_associate_modes() {
     };
     assert_eq!(assoc(&c, "contacts"), vec![staff[1].to_string()]);
     assert_eq!(assoc(&c, "companies"), vec![acme.to_string()]);
+    // Ranking rule 4 beats rule 5: the contact with the most recent call comes first, even
+    // after another contact was modified later.
+    patch(
+        &server.url(&format!("/crm/v3/objects/contacts/{}", staff[2])),
+        &token,
+        &json!({"properties": {"jobtitle": "Receptionist"}}),
+    )
+    .await;
+    let (_, _, r) = post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("rank-1", "+442079460000", false),
+    )
+    .await;
+    let order: Vec<i64> = r["callerIdMatches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
+        .collect();
+    assert_eq!(order, vec![staff[1], staff[2], staff[0], acme], "{r}");
     // best, shared number without an extension: the common company, none of the contacts.
     let (_, h, _) = post(
         &server.url(INBOUND),

@@ -93,3 +93,43 @@ pub fn report(portal_id: i64, rows: &[PhoneRow]) -> String {
     );
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ObjectType;
+
+    fn row(id: i64, raw: &str, e164: Option<&str>, source: Option<&str>) -> PhoneRow {
+        PhoneRow {
+            object_id: id,
+            object_type: ObjectType::Contact,
+            property: "phone".into(),
+            raw: raw.into(),
+            e164: e164.map(str::to_string),
+            national_key: None,
+            extension: None,
+            source: source.map(str::to_string),
+            region: None,
+        }
+    }
+
+    #[test]
+    fn counts_each_kind_of_problem() {
+        let mut rows: Vec<PhoneRow> = (1..=SHARED_THRESHOLD as i64 + 1)
+            .map(|i| row(i, "+1 201 555 0123", Some("+12015550123"), Some("number")))
+            .collect();
+        rows.push(row(
+            50,
+            "(201) 555-0199",
+            Some("+12015550199"),
+            Some("default"),
+        ));
+        rows.push(row(51, "n/a", None, None));
+        let out = report(7, &rows);
+        assert!(
+            out.contains("Summary: 1 unparsable, 1 guessed region, 1 shared numbers"),
+            "{out}"
+        );
+        assert!(out.contains("+12015550123: 6 records"), "{out}");
+    }
+}

@@ -373,6 +373,27 @@ mod tests {
     }
 
     #[test]
+    fn vanity_letters_and_trunk_prefixes() {
+        assert_eq!(
+            normalize("1-800-FLOWERS", None, us()).e164.as_deref(),
+            Some("+18003569377")
+        );
+        let gb = region_code("GB");
+        assert_eq!(
+            normalize("020 7946 0958", gb, us()).e164.as_deref(),
+            Some("+442079460958")
+        );
+        // A national number that starts like the US exit code stays national.
+        let sa = normalize("011 234 5678", None, us());
+        assert_eq!(sa.source, Some(RegionSource::Default));
+        assert_eq!(sa.national_key, Some(112345678));
+        assert_eq!(
+            normalize("call reception", None, us()),
+            Normalized::unparsable()
+        );
+    }
+
+    #[test]
     fn country_names_resolve() {
         assert_eq!(region_from_country("france"), region_code("FR"));
         assert_eq!(region_from_country("United Kingdom"), region_code("GB"));

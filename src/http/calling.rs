@@ -350,6 +350,12 @@ async fn build_call_log(
         props.insert(k.clone(), v);
     }
     let associations = choose_associations(state, portal_id, mode, matches).await?;
+    // "The record with the most recent call" (ranking rule 4) means the records the call was
+    // logged on; when the mode logs it on nothing, the caller it was shown as.
+    let mut called_ids: Vec<i64> = associations.iter().map(|a| a.1).collect();
+    if called_ids.is_empty() {
+        called_ids.extend(matches.first().map(|m| m.record.id));
+    }
     let is_new_default = !props.contains_key("hs_timestamp");
     if is_new_default {
         // Only a first post sets the receipt time; a repost must not move the call in time.
@@ -361,7 +367,7 @@ async fn build_call_log(
         create_only_timestamp: is_new_default,
         properties: props,
         associations,
-        matched_ids: matches.iter().map(|m| m.record.id).collect(),
+        called_ids,
         at: arrived,
     })
 }

@@ -176,8 +176,8 @@ pub struct CallLog {
     pub create_only_timestamp: bool,
     /// Records to associate with the call: (type, id, call→record type id, record→call type id).
     pub associations: Vec<(ObjectType, i64, i64, i64)>,
-    /// Records whose "last call" time moves to `at`.
-    pub matched_ids: Vec<i64>,
+    /// Records whose "last call" time moves to `at`: those the call is logged on.
+    pub called_ids: Vec<i64>,
     pub at: i64,
 }
 

@@ -675,14 +675,14 @@ async fn log_one(tx: &mut Transaction<'_, Sqlite>, call: &CallLog) -> StoreResul
         });
     }
     insert_associations(tx, call.portal_id, &pairs).await?;
-    if !call.matched_ids.is_empty() {
+    if !call.called_ids.is_empty() {
         sqlx::query(
             "UPDATE objects SET last_call_at = MAX(COALESCE(last_call_at, 0), $1)
              WHERE portal_id = $2 AND id IN (SELECT value FROM json_each($3))",
         )
         .bind(call.at)
         .bind(call.portal_id)
-        .bind(serde_json::to_string(&call.matched_ids).expect("ids serialise"))
+        .bind(serde_json::to_string(&call.called_ids).expect("ids serialise"))
         .execute(&mut **tx)
         .await?;
     }
