@@ -37,6 +37,21 @@ pub fn parse_datetime(s: &str) -> Option<i64> {
     parse_iso(s)
 }
 
+/// HubSpot's date inputs: `YYYY-MM-DD`, or epoch milliseconds at midnight UTC. Returns the
+/// `YYYY-MM-DD` form.
+pub fn parse_date(s: &str) -> Option<String> {
+    if let Ok(ms) = s.parse::<i64>() {
+        if ms.rem_euclid(86_400_000) != 0 {
+            return None;
+        }
+        return Some(iso(ms)[..10].to_string());
+    }
+    let fmt = time::macros::format_description!("[year]-[month]-[day]");
+    time::Date::parse(s, &fmt)
+        .ok()
+        .map(|d| d.format(&fmt).expect("date formats"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,90 +13,259 @@ use crate::callerid::normalize::{self, region_from_country};
 use crate::clock;
 use crate::store::{ObjectType, PhoneRow, Properties, Record, RecordWrite};
 
-const CONTACT_WRITABLE: &[&str] = &[
-    "firstname",
-    "lastname",
-    "email",
-    "phone",
-    "mobilephone",
-    "hs_whatsapp_phone_number",
-    "fax",
-    "company",
-    "website",
-    "jobtitle",
-    "address",
-    "city",
-    "state",
-    "zip",
-    "country",
-    "lifecyclestage",
-    "hs_lead_status",
-    "hubspot_owner_id",
-    "notes_last_updated",
-    "associatedcompanyid",
-];
-const COMPANY_WRITABLE: &[&str] = &[
-    "name",
-    "domain",
-    "phone",
-    "website",
-    "address",
-    "city",
-    "state",
-    "zip",
-    "country",
-    "industry",
-    "description",
-    "numberofemployees",
-    "annualrevenue",
-    "type",
-    "lifecyclestage",
-    "hubspot_owner_id",
-];
-const CALL_WRITABLE: &[&str] = &[
-    "hs_timestamp",
-    "hs_call_title",
-    "hs_call_body",
-    "hs_call_direction",
-    "hs_call_status",
-    "hs_call_disposition",
-    "hs_call_duration",
-    "hs_call_from_number",
-    "hs_call_to_number",
-    "hs_call_recording_url",
-    "hs_call_source",
-    "hs_call_external_id",
-    "hs_call_external_account_id",
-    "hs_call_app_id",
-    "hs_call_callee_object_id",
-    "hs_call_callee_object_type_id",
-    "hs_call_callee_object_type",
-    "hubspot_owner_id",
-    "hs_activity_type",
-    "hs_attachment_ids",
+/// A property definition, built in or custom (HubSpot's `Property`).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyDef {
+    pub name: String,
+    pub label: String,
+    /// `string`, `number`, `enumeration`, `datetime`, `date`, `bool` or `phone_number`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub field_type: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub group_name: String,
+    #[serde(default)]
+    pub options: Vec<PropertyOption>,
+    #[serde(default)]
+    pub read_only: bool,
+    #[serde(default)]
+    pub hubspot_defined: bool,
+    #[serde(default)]
+    pub created_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PropertyOption {
+    pub label: String,
+    pub value: String,
+    #[serde(default)]
+    pub display_order: i64,
+    #[serde(default)]
+    pub hidden: bool,
+}
+
+pub const PROPERTY_TYPES: &[&str] = &[
+    "string",
+    "number",
+    "enumeration",
+    "datetime",
+    "date",
+    "bool",
+    "phone_number",
 ];
 
-/// Properties the CRM computes; writing one is a 400.
-const CONTACT_READ_ONLY: &[&str] = &[
-    "hs_object_id",
-    "createdate",
-    "lastmodifieddate",
-    "hs_calculated_phone_number",
-    "hs_calculated_phone_number_country_code",
-    "hs_searchable_calculated_phone_number",
-    "hs_calculated_mobile_number",
-    "hs_calculated_mobile_number_country_code",
-    "hs_searchable_calculated_mobile_number",
+/// Built-in properties: (name, type, fieldType, read-only).
+type Builtin = (&'static str, &'static str, &'static str, bool);
+
+const CONTACT_PROPERTIES: &[Builtin] = &[
+    ("firstname", "string", "text", false),
+    ("lastname", "string", "text", false),
+    ("email", "string", "text", false),
+    ("phone", "string", "phonenumber", false),
+    ("mobilephone", "string", "phonenumber", false),
+    ("hs_whatsapp_phone_number", "string", "phonenumber", false),
+    ("fax", "string", "phonenumber", false),
+    ("company", "string", "text", false),
+    ("website", "string", "text", false),
+    ("jobtitle", "string", "text", false),
+    ("address", "string", "text", false),
+    ("city", "string", "text", false),
+    ("state", "string", "text", false),
+    ("zip", "string", "text", false),
+    ("country", "string", "text", false),
+    ("lifecyclestage", "string", "text", false),
+    ("hs_lead_status", "string", "text", false),
+    ("hubspot_owner_id", "string", "text", false),
+    ("associatedcompanyid", "number", "number", false),
+    ("hs_object_id", "number", "number", true),
+    ("createdate", "datetime", "date", true),
+    ("lastmodifieddate", "datetime", "date", true),
+    ("hs_calculated_phone_number", "string", "text", true),
+    (
+        "hs_calculated_phone_number_country_code",
+        "string",
+        "text",
+        true,
+    ),
+    (
+        "hs_searchable_calculated_phone_number",
+        "string",
+        "text",
+        true,
+    ),
+    ("hs_calculated_mobile_number", "string", "text", true),
+    (
+        "hs_calculated_mobile_number_country_code",
+        "string",
+        "text",
+        true,
+    ),
+    (
+        "hs_searchable_calculated_mobile_number",
+        "string",
+        "text",
+        true,
+    ),
 ];
-const COMPANY_READ_ONLY: &[&str] = &[
-    "hs_object_id",
-    "createdate",
-    "hs_lastmodifieddate",
-    "hs_calculated_phone_number",
-    "hs_calculated_phone_number_country_code",
-    "hs_searchable_calculated_phone_number",
+const COMPANY_PROPERTIES: &[Builtin] = &[
+    ("name", "string", "text", false),
+    ("domain", "string", "text", false),
+    ("phone", "string", "phonenumber", false),
+    ("website", "string", "text", false),
+    ("address", "string", "text", false),
+    ("city", "string", "text", false),
+    ("state", "string", "text", false),
+    ("zip", "string", "text", false),
+    ("country", "string", "text", false),
+    ("industry", "string", "text", false),
+    ("description", "string", "textarea", false),
+    ("numberofemployees", "number", "number", false),
+    ("annualrevenue", "number", "number", false),
+    ("type", "string", "text", false),
+    ("lifecyclestage", "string", "text", false),
+    ("hubspot_owner_id", "string", "text", false),
+    ("hs_object_id", "number", "number", true),
+    ("createdate", "datetime", "date", true),
+    ("hs_lastmodifieddate", "datetime", "date", true),
+    ("hs_calculated_phone_number", "string", "text", true),
+    (
+        "hs_calculated_phone_number_country_code",
+        "string",
+        "text",
+        true,
+    ),
+    (
+        "hs_searchable_calculated_phone_number",
+        "string",
+        "text",
+        true,
+    ),
 ];
-const CALL_READ_ONLY: &[&str] = &["hs_object_id", "hs_createdate", "hs_lastmodifieddate"];
+const CALL_PROPERTIES: &[Builtin] = &[
+    ("hs_timestamp", "datetime", "date", false),
+    ("hs_call_title", "string", "text", false),
+    ("hs_call_body", "string", "html", false),
+    ("hs_call_direction", "string", "text", false),
+    ("hs_call_status", "string", "text", false),
+    ("hs_call_disposition", "string", "text", false),
+    ("hs_call_duration", "number", "number", false),
+    ("hs_call_from_number", "string", "text", false),
+    ("hs_call_to_number", "string", "text", false),
+    ("hs_call_recording_url", "string", "text", false),
+    ("hs_call_source", "string", "text", false),
+    ("hs_call_external_id", "string", "text", false),
+    ("hs_call_external_account_id", "string", "text", false),
+    ("hs_call_app_id", "number", "number", false),
+    ("hs_call_callee_object_id", "number", "number", false),
+    ("hs_call_callee_object_type_id", "string", "text", false),
+    ("hs_call_callee_object_type", "string", "text", false),
+    ("hubspot_owner_id", "string", "text", false),
+    ("hs_activity_type", "string", "text", false),
+    ("hs_attachment_ids", "string", "text", false),
+    ("hs_object_id", "number", "number", true),
+    ("hs_createdate", "datetime", "date", true),
+    ("hs_lastmodifieddate", "datetime", "date", true),
+];
+
+fn builtins(ty: ObjectType) -> &'static [Builtin] {
+    match ty {
+        ObjectType::Contact => CONTACT_PROPERTIES,
+        ObjectType::Company => COMPANY_PROPERTIES,
+        ObjectType::Call => CALL_PROPERTIES,
+    }
+}
+
+fn builtin_def(b: &Builtin, ty: ObjectType) -> PropertyDef {
+    PropertyDef {
+        name: b.0.to_string(),
+        label: b.0.replace('_', " "),
+        kind: b.1.to_string(),
+        field_type: b.2.to_string(),
+        description: String::new(),
+        group_name: match ty {
+            ObjectType::Contact => "contactinformation",
+            ObjectType::Company => "companyinformation",
+            ObjectType::Call => "callinformation",
+        }
+        .to_string(),
+        options: vec![],
+        read_only: b.3,
+        hubspot_defined: true,
+        created_at: None,
+    }
+}
+
+/// The properties of one object type in one portal: HubSpot's built-ins plus custom ones.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub object_type: ObjectType,
+    pub custom: Vec<PropertyDef>,
+}
+
+impl Catalog {
+    pub fn builtin(object_type: ObjectType) -> Self {
+        Catalog {
+            object_type,
+            custom: Vec::new(),
+        }
+    }
+
+    /// Every property, built-ins first.
+    pub fn all(&self) -> Vec<PropertyDef> {
+        builtins(self.object_type)
+            .iter()
+            .map(|b| builtin_def(b, self.object_type))
+            .chain(self.custom.iter().cloned())
+            .collect()
+    }
+
+    pub fn get(&self, name: &str) -> Option<PropertyDef> {
+        builtins(self.object_type)
+            .iter()
+            .find(|b| b.0 == name)
+            .map(|b| builtin_def(b, self.object_type))
+            .or_else(|| self.custom.iter().find(|p| p.name == name).cloned())
+    }
+
+    /// The value type of a property (`string` when unknown).
+    pub fn kind(&self, name: &str) -> String {
+        builtins(self.object_type)
+            .iter()
+            .find(|b| b.0 == name)
+            .map(|b| b.1.to_string())
+            .or_else(|| {
+                self.custom
+                    .iter()
+                    .find(|p| p.name == name)
+                    .map(|p| p.kind.clone())
+            })
+            .unwrap_or_else(|| "string".into())
+    }
+
+    /// Checks that a name may be written on this type.
+    pub fn check_writable(&self, name: &str) -> Result<PropertyDef, PropertyError> {
+        match self.get(name) {
+            Some(p) if !p.read_only => Ok(p),
+            Some(_) => Err(PropertyError {
+                property: name.to_string(),
+                message: format!("Property \"{name}\" is read-only"),
+                code: "READ_ONLY_VALUE",
+            }),
+            None => Err(PropertyError {
+                property: name.to_string(),
+                message: format!(
+                    "Property \"{name}\" does not exist on {}",
+                    self.object_type.plural()
+                ),
+                code: "PROPERTY_DOESNT_EXIST",
+            }),
+        }
+    }
+}
 
 /// Properties returned when a request names none (§5.1).
 pub fn default_properties(ty: ObjectType) -> &'static [&'static str] {
@@ -125,22 +294,6 @@ pub fn default_properties(ty: ObjectType) -> &'static [&'static str] {
     }
 }
 
-pub fn is_writable(ty: ObjectType, name: &str) -> bool {
-    match ty {
-        ObjectType::Contact => CONTACT_WRITABLE.contains(&name),
-        ObjectType::Company => COMPANY_WRITABLE.contains(&name),
-        ObjectType::Call => CALL_WRITABLE.contains(&name),
-    }
-}
-
-pub fn is_read_only(ty: ObjectType, name: &str) -> bool {
-    match ty {
-        ObjectType::Contact => CONTACT_READ_ONLY.contains(&name),
-        ObjectType::Company => COMPANY_READ_ONLY.contains(&name),
-        ObjectType::Call => CALL_READ_ONLY.contains(&name),
-    }
-}
-
 /// Why a property could not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PropertyError {
@@ -149,39 +302,23 @@ pub struct PropertyError {
     pub code: &'static str,
 }
 
-/// Checks that a name may be written on this type.
-pub fn check_writable(ty: ObjectType, name: &str) -> Result<(), PropertyError> {
-    if is_writable(ty, name) {
-        Ok(())
-    } else if is_read_only(ty, name) {
-        Err(PropertyError {
-            property: name.to_string(),
-            message: format!("Property \"{name}\" is read-only"),
-            code: "READ_ONLY_VALUE",
-        })
-    } else {
-        Err(PropertyError {
-            property: name.to_string(),
-            message: format!("Property \"{name}\" does not exist"),
-            code: "PROPERTY_DOESNT_EXIST",
-        })
-    }
-}
-
-/// Turns a `properties` JSON object into strings, checking every name. Numbers and booleans
-/// are accepted as their text (the SDKs send strings; hand-written clients often do not);
-/// `null` clears the property.
+/// Turns a `properties` JSON object into strings, checking every name and value against the
+/// catalog. Numbers and booleans are accepted as their text (the SDKs send strings;
+/// hand-written clients often do not); `null` clears the property.
 pub fn parse_properties(
-    ty: ObjectType,
+    catalog: &Catalog,
     value: &Map<String, Value>,
 ) -> Result<BTreeMap<String, Option<String>>, Vec<PropertyError>> {
     let mut out = BTreeMap::new();
     let mut errors = Vec::new();
     for (name, v) in value {
-        if let Err(e) = check_writable(ty, name) {
-            errors.push(e);
-            continue;
-        }
+        let def = match catalog.check_writable(name) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(e);
+                continue;
+            }
+        };
         let text = match v {
             Value::String(s) => Some(s.clone()),
             Value::Number(n) => Some(n.to_string()),
@@ -196,17 +333,16 @@ pub fn parse_properties(
                 continue;
             }
         };
-        if let Some(t) = &text
-            && let Err(message) = check_value(ty, name, t)
-        {
-            errors.push(PropertyError {
+        match text.map(|t| coerce_value(&def, t)).transpose() {
+            Ok(v) => {
+                out.insert(name.clone(), v);
+            }
+            Err(message) => errors.push(PropertyError {
                 property: name.clone(),
                 message,
                 code: "INVALID_PROPERTY_VALUE",
-            });
-            continue;
+            }),
         }
-        out.insert(name.clone(), text.map(|t| normalise_value(name, t)));
     }
     if errors.is_empty() {
         Ok(out)
@@ -226,32 +362,43 @@ pub fn kind(v: &Value) -> &'static str {
     }
 }
 
-fn check_value(_ty: ObjectType, name: &str, value: &str) -> Result<(), String> {
-    match name {
-        "hs_timestamp" if !value.is_empty() && clock::parse_datetime(value).is_none() => {
-            Err(format!(
-                "Property \"{name}\" must be epoch milliseconds or an ISO-8601 date-time, got \"{value}\""
-            ))
-        }
-        "hs_call_duration" | "numberofemployees" | "annualrevenue"
-            if !value.is_empty() && value.parse::<f64>().is_err() =>
-        {
-            Err(format!(
-                "Property \"{name}\" must be a number, got \"{value}\""
-            ))
-        }
-        _ => Ok(()),
+/// Checks a value against its property's type and returns it in stored form: datetimes as
+/// ISO-8601, dates as `YYYY-MM-DD`, booleans lower-case. An empty string clears any type.
+pub fn coerce_value(def: &PropertyDef, value: String) -> Result<String, String> {
+    let name = &def.name;
+    if value.is_empty() {
+        return Ok(value);
     }
-}
-
-/// Datetimes are stored in the ISO form HubSpot returns.
-fn normalise_value(name: &str, value: String) -> String {
-    if name == "hs_timestamp"
-        && let Some(ms) = clock::parse_datetime(&value)
-    {
-        return clock::iso(ms);
+    match def.kind.as_str() {
+        "number" => value
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|f| f.is_finite())
+            .map(|_| value.trim().to_string())
+            .ok_or_else(|| format!("Property \"{name}\" is a number; \"{value}\" is not")),
+        "bool" => match value.to_ascii_lowercase().as_str() {
+            "true" | "false" => Ok(value.to_ascii_lowercase()),
+            _ => Err(format!("Property \"{name}\" is a bool; it takes true or false, not \"{value}\"")),
+        },
+        "datetime" => clock::parse_datetime(&value).map(clock::iso).ok_or_else(|| {
+            format!("Property \"{name}\" is a datetime; it takes epoch milliseconds or ISO-8601, not \"{value}\"")
+        }),
+        "date" => clock::parse_date(&value).ok_or_else(|| {
+            format!("Property \"{name}\" is a date; it takes YYYY-MM-DD or epoch milliseconds at midnight UTC, not \"{value}\"")
+        }),
+        "enumeration" => {
+            let parts: Vec<&str> = value.split(';').collect();
+            match parts.iter().find(|p| !def.options.iter().any(|o| o.value == **p)) {
+                None => Ok(value),
+                Some(bad) => Err(format!(
+                    "Property \"{name}\" has no option \"{bad}\"; its options are {}",
+                    def.options.iter().map(|o| o.value.as_str()).collect::<Vec<_>>().join(", ")
+                )),
+            }
+        }
+        _ => Ok(value),
     }
-    value
 }
 
 /// The derived properties for one phone property: (E.164, country code, searchable digits).
@@ -339,6 +486,7 @@ pub fn apply_write(
     }
     RecordWrite {
         properties: props,
+        source: "API",
         phones,
     }
 }

@@ -13,6 +13,7 @@ pub mod crm;
 pub mod demo;
 pub mod http;
 pub mod records;
+pub mod search;
 pub mod server;
 pub mod state;
 pub mod store;

@@ -207,3 +207,148 @@ pub async fn archive(
     state.index.apply(portal_id, &old, &[]);
     Ok(())
 }
+
+/// Merges `other` into `primary` (same type): the primary keeps its values and takes the
+/// other's where it has none; the other's associations move to the primary; the other is
+/// archived. Both records' numbers are re-indexed.
+pub async fn merge(
+    state: &AppState,
+    portal_id: i64,
+    ty: ObjectType,
+    primary: i64,
+    other: i64,
+) -> Result<Record, ApiError> {
+    if primary == other {
+        return Err(ApiError::field(
+            "objectIdToMerge",
+            "INVALID_MERGE",
+            "objectIdToMerge must differ from primaryObjectId",
+        ));
+    }
+    let region = default_region(state, portal_id).await?;
+    let _gate = state.write_gate.lock().await;
+    let load = |id: i64, field: &'static str| async move {
+        state
+            .store
+            .record(portal_id, ty, id)
+            .await?
+            .filter(|r| !r.archived)
+            .ok_or_else(|| {
+                ApiError::field(
+                    field,
+                    "OBJECT_NOT_FOUND",
+                    format!("{field}: no {} with id {id}", ty.plural()),
+                )
+            })
+    };
+    let keep = load(primary, "primaryObjectId").await?;
+    let gone = load(other, "objectIdToMerge").await?;
+    let change: BTreeMap<String, Option<String>> = gone
+        .properties
+        .iter()
+        .filter(|(k, _)| {
+            !keep.properties.contains_key(*k)
+                && !k.starts_with("hs_calculated_")
+                && !k.starts_with("hs_searchable_")
+        })
+        .map(|(k, v)| (k.clone(), Some(v.clone())))
+        .collect();
+    let write = crm::apply_write(ty, keep.properties.clone(), change, region);
+    let phones = crm::with_object_id(write.phones.clone(), primary);
+    let now = clock::now_ms();
+    let (record, old) = state
+        .store
+        .update_record(portal_id, ty, primary, write, now)
+        .await?;
+    state.index.apply(portal_id, &old, &phones);
+    let mut moved = Vec::new();
+    for to in ObjectType::ALL {
+        for a in state.store.associations(portal_id, other, to).await? {
+            if a.to_id != primary {
+                moved.extend(pair(
+                    (ty, primary),
+                    (a.to_type, a.to_id),
+                    a.type_id,
+                    &a.category,
+                ));
+            }
+        }
+    }
+    state.store.associate(portal_id, &moved).await?;
+    let gone_phones = state
+        .store
+        .archive_record(portal_id, ty, other, now)
+        .await?;
+    state.index.apply(portal_id, &gone_phones, &[]);
+    Ok(record)
+}
+
+/// GDPR delete: the contact is removed for good, its numbers leave caller ID, and the calls
+/// that matched it lose the caller's number.
+pub async fn gdpr_delete(state: &AppState, portal_id: i64, id: i64) -> Result<(), ApiError> {
+    let _gate = state.write_gate.lock().await;
+    let contact = state
+        .store
+        .record(portal_id, ObjectType::Contact, id)
+        .await?
+        .ok_or_else(ApiError::not_found)?;
+    let mut calls: Vec<i64> = state
+        .store
+        .associations(portal_id, contact.id, ObjectType::Call)
+        .await?
+        .iter()
+        .map(|a| a.to_id)
+        .collect();
+    let id_text = id.to_string();
+    calls.extend(
+        state
+            .store
+            .all_records(portal_id, ObjectType::Call, false)
+            .await?
+            .iter()
+            .filter(|c| {
+                c.properties.get("hs_call_callee_object_id") == Some(&id_text)
+                    && c.properties
+                        .get("hs_call_callee_object_type_id")
+                        .map(String::as_str)
+                        != Some("0-2")
+            })
+            .map(|c| c.id),
+    );
+    calls.sort_unstable();
+    calls.dedup();
+    let now = clock::now_ms();
+    for call in calls {
+        let Some(rec) = state
+            .store
+            .record(portal_id, ObjectType::Call, call)
+            .await?
+        else {
+            continue;
+        };
+        let mut props = rec.properties;
+        for k in [
+            "hs_call_from_number",
+            "hs_call_callee_object_id",
+            "hs_call_callee_object_type_id",
+        ] {
+            props.remove(k);
+        }
+        let write = crate::store::RecordWrite {
+            properties: props,
+            source: "GDPR_DELETE",
+            phones: vec![],
+        };
+        match state
+            .store
+            .update_record(portal_id, ObjectType::Call, call, write, now)
+            .await
+        {
+            Ok(_) | Err(crate::store::StoreError::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let old = state.store.delete_record(portal_id, id).await?;
+    state.index.apply(portal_id, &old, &[]);
+    Ok(())
+}

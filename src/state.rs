@@ -5,8 +5,9 @@ use std::sync::RwLock;
 use std::time::Instant;
 
 use crate::callerid::CallerIdIndex;
+use crate::crm::{Catalog, PropertyDef};
 use crate::store::group_commit::CallLogger;
-use crate::store::{DynStore, Portal, StoreResult, TokenInfo};
+use crate::store::{DynStore, ObjectType, Portal, StoreError, StoreResult, TokenInfo};
 
 /// Settings that are not per portal.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct AppState {
     /// from the store and updated by the only code paths that change them.
     portals: RwLock<HashMap<i64, Portal>>,
     tokens: RwLock<HashMap<String, TokenInfo>>,
+    /// Custom property definitions per portal, loaded on first use.
+    custom_properties: RwLock<HashMap<i64, Vec<(ObjectType, PropertyDef)>>>,
     pub started: Instant,
     pub index_ready_ms: u128,
 }
@@ -76,6 +79,7 @@ impl AppState {
             write_gate: tokio::sync::Mutex::new(()),
             portals: RwLock::new(portals),
             tokens: RwLock::new(HashMap::new()),
+            custom_properties: RwLock::new(HashMap::new()),
             started,
             index_ready_ms: started.elapsed().as_millis(),
         })
@@ -120,5 +124,57 @@ impl AppState {
                 .insert(hash.to_string(), t.clone());
         }
         Ok(t)
+    }
+
+    /// The property catalog of one object type in one portal.
+    pub async fn catalog(&self, portal_id: i64, ty: ObjectType) -> StoreResult<Catalog> {
+        let cached = self
+            .custom_properties
+            .read()
+            .expect("lock")
+            .get(&portal_id)
+            .cloned();
+        let all = match cached {
+            Some(all) => all,
+            None => {
+                let mut all = Vec::new();
+                for (t, json) in self.store.custom_properties(portal_id).await? {
+                    let def: PropertyDef = serde_json::from_str(&json)
+                        .map_err(|e| StoreError::Corrupt(format!("custom property: {e}")))?;
+                    all.push((t, def));
+                }
+                self.custom_properties
+                    .write()
+                    .expect("lock")
+                    .insert(portal_id, all.clone());
+                all
+            }
+        };
+        Ok(Catalog {
+            object_type: ty,
+            custom: all
+                .into_iter()
+                .filter(|(t, _)| *t == ty)
+                .map(|(_, d)| d)
+                .collect(),
+        })
+    }
+
+    /// Stores a custom property and refreshes the cache.
+    pub async fn create_property(
+        &self,
+        portal_id: i64,
+        ty: ObjectType,
+        def: &PropertyDef,
+    ) -> StoreResult<()> {
+        let json = serde_json::to_string(def).expect("property serialises");
+        self.store
+            .create_custom_property(portal_id, ty, &def.name, &json)
+            .await?;
+        self.custom_properties
+            .write()
+            .expect("lock")
+            .remove(&portal_id);
+        Ok(())
     }
 }

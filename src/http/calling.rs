@@ -217,7 +217,8 @@ async fn inbound_call_versioned(
 async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, ApiError> {
     auth.require(CONTACT_WRITE_SCOPES)?;
     let arrived = clock::now_ms();
-    let req = parse(&body)?;
+    let catalog = state.catalog(auth.portal_id, ObjectType::Call).await?;
+    let req = parse(&body, &catalog)?;
     let portal = state
         .portal(auth.portal_id)
         .await?
@@ -339,16 +340,7 @@ async fn build_call_log(
             first.record.object_type.type_id().to_string(),
         );
     }
-    for (k, v) in &req.engagement_properties {
-        let v = if k == "hs_timestamp" {
-            clock::parse_datetime(v)
-                .map(clock::iso)
-                .unwrap_or_else(|| v.clone())
-        } else {
-            v.clone()
-        };
-        props.insert(k.clone(), v);
-    }
+    props.extend(req.engagement_properties.clone());
     let associations = choose_associations(state, portal_id, mode, matches).await?;
     // "The record with the most recent call" (ranking rule 4) means the records the call was
     // logged on; when the mode logs it on nothing, the caller it was shown as.
@@ -463,7 +455,7 @@ async fn choose_associations(
 }
 
 /// Validates the body against `CompletedThirdPartyCallRequest`, collecting every error.
-pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
+pub fn parse(body: &Value, catalog: &crm::Catalog) -> Result<InboundCallRequest, ApiError> {
     let mut errors = Vec::new();
     let Some(obj) = body.as_object() else {
         return Err(ApiError::field(
@@ -483,7 +475,7 @@ pub fn parse(body: &Value) -> Result<InboundCallRequest, ApiError> {
         }
     };
     let engagement_properties =
-        parse_engagement_properties(obj.get("engagementProperties"), &mut errors);
+        parse_engagement_properties(obj.get("engagementProperties"), catalog, &mut errors);
     let external_call_id = match obj.get("externalCallId") {
         Some(Value::String(s)) if !s.trim().is_empty() => Some(s.clone()),
         Some(Value::String(_)) => {
@@ -644,6 +636,7 @@ fn parse_enum<T: for<'de> Deserialize<'de>>(
 
 fn parse_engagement_properties(
     v: Option<&Value>,
+    catalog: &crm::Catalog,
     errors: &mut Vec<FieldError>,
 ) -> Option<std::collections::BTreeMap<String, String>> {
     let Some(Value::Object(map)) = v else {
@@ -666,23 +659,29 @@ fn parse_engagement_properties(
             ));
             continue;
         };
-        if let Err(e) = crm::check_writable(ObjectType::Call, k) {
-            errors.push(FieldError::new(
-                &field,
-                e.code,
-                format!("{field}: {} on calls", e.message),
-            ));
-            continue;
+        let def = match catalog.check_writable(k) {
+            Ok(d) => d,
+            Err(e) => {
+                errors.push(FieldError::new(
+                    &field,
+                    e.code,
+                    format!("{field}: {}", e.message),
+                ));
+                continue;
+            }
+        };
+        match crm::coerce_value(&def, s.clone()) {
+            Ok(v) => {
+                out.insert(k.clone(), v);
+            }
+            Err(message) => {
+                errors.push(FieldError::new(
+                    &field,
+                    "INVALID_PROPERTY_VALUE",
+                    format!("{field}: {message}"),
+                ));
+            }
         }
-        if k == "hs_timestamp" && clock::parse_datetime(s).is_none() {
-            errors.push(FieldError::new(
-                &field,
-                "INVALID_DATE_TIME",
-                format!("{field} must be epoch milliseconds or an ISO-8601 date-time, got \"{s}\""),
-            ));
-            continue;
-        }
-        out.insert(k.clone(), s.clone());
     }
     (errors.len() == before).then_some(out)
 }

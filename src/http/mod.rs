@@ -20,11 +20,15 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::state::AppState;
 
 pub mod admin;
+pub mod associations;
+pub mod batch;
 pub mod calling;
 pub mod error;
 pub mod extract;
 pub mod objects;
 pub mod owners;
+pub mod properties;
+pub mod search;
 
 pub use error::{ApiError, FieldError};
 
@@ -50,6 +54,10 @@ pub fn api_router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .merge(calling::router())
         .merge(objects::router())
+        .merge(batch::router())
+        .merge(search::router())
+        .merge(properties::router())
+        .merge(associations::router())
         .merge(owners::router())
         .merge(admin::router())
 }

@@ -43,6 +43,9 @@ pub struct SimplePublicObject {
     pub archived_at: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
+    pub properties_with_history: Option<Map<String, Value>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
     pub associations: Option<Map<String, Value>>,
 }
 
@@ -55,7 +58,7 @@ pub struct CollectionResponse {
     pub paging: Option<Value>,
 }
 
-fn object_type(s: &str) -> Result<ObjectType, ApiError> {
+pub(crate) fn object_type(s: &str) -> Result<ObjectType, ApiError> {
     ObjectType::from_path(s).ok_or_else(|| {
         ApiError::NotFound(format!(
             "Unknown object type \"{s}\"; Switchboard serves contacts (0-1), companies (0-2) and calls (0-48)"
@@ -63,7 +66,7 @@ fn object_type(s: &str) -> Result<ObjectType, ApiError> {
     })
 }
 
-fn read_scopes(ty: ObjectType) -> &'static [&'static str] {
+pub(crate) fn read_scopes(ty: ObjectType) -> &'static [&'static str] {
     match ty {
         ObjectType::Contact => &["crm.objects.contacts.read", "crm.objects.contacts.write"],
         ObjectType::Company => &["crm.objects.companies.read", "crm.objects.companies.write"],
@@ -76,7 +79,7 @@ fn read_scopes(ty: ObjectType) -> &'static [&'static str] {
     }
 }
 
-fn write_scopes(ty: ObjectType) -> &'static [&'static str] {
+pub(crate) fn write_scopes(ty: ObjectType) -> &'static [&'static str] {
     match ty {
         ObjectType::Contact => &["crm.objects.contacts.write"],
         ObjectType::Company => &["crm.objects.companies.write"],
@@ -84,16 +87,42 @@ fn write_scopes(ty: ObjectType) -> &'static [&'static str] {
     }
 }
 
-/// Builds the wire form of a record, reading associations when asked.
+/// What a read asks to see of each record.
+#[derive(Debug, Default, Clone)]
+pub struct View {
+    pub properties: Option<Vec<String>>,
+    pub history: Option<Vec<String>>,
+    pub associations: Option<Vec<String>>,
+    /// Create and update responses echo every stored property.
+    pub all_stored: bool,
+}
+
+impl View {
+    pub fn from_query(q: &Query) -> Self {
+        View {
+            properties: q.list("properties"),
+            history: q.list("propertiesWithHistory"),
+            associations: q.list("associations"),
+            all_stored: false,
+        }
+    }
+
+    pub fn written() -> Self {
+        View {
+            all_stored: true,
+            ..View::default()
+        }
+    }
+}
+
+/// Builds the wire form of a record, reading history and associations when asked.
 pub async fn to_wire(
     state: &AppState,
     portal_id: i64,
     record: &Record,
-    properties: Option<&[String]>,
-    associations: Option<&[String]>,
-    all_stored: bool,
+    view: &View,
 ) -> Result<SimplePublicObject, ApiError> {
-    let assoc = match associations {
+    let assoc = match &view.associations {
         None => None,
         Some(names) => {
             let mut out = Map::new();
@@ -118,9 +147,29 @@ pub async fn to_wire(
             Some(out)
         }
     };
+    let history = match &view.history {
+        None => None,
+        Some(names) => {
+            let mut out = Map::new();
+            for name in names {
+                out.insert(name.clone(), json!([]));
+            }
+            for h in state.store.history(portal_id, &[record.id], names).await? {
+                if let Some(Value::Array(list)) = out.get_mut(&h.name) {
+                    list.push(json!({
+                        "value": h.value,
+                        "timestamp": clock::iso(h.timestamp),
+                        "sourceType": h.source_type,
+                    }));
+                }
+            }
+            Some(out)
+        }
+    };
     Ok(SimplePublicObject {
         id: record.id.to_string(),
-        properties: crm::wire_properties(record, properties, all_stored),
+        properties: crm::wire_properties(record, view.properties.as_deref(), view.all_stored),
+        properties_with_history: history,
         created_at: clock::iso(record.created_at),
         updated_at: clock::iso(record.updated_at),
         archived: record.archived,
@@ -164,8 +213,7 @@ async fn list_objects(
         })?,
     };
     let archived = query.bool("archived")?;
-    let props = query.list("properties");
-    let assocs = query.list("associations");
+    let view = View::from_query(&query);
     let mut rows = state
         .store
         .list_records(auth.portal_id, ty, after, limit + 1, archived)
@@ -174,17 +222,7 @@ async fn list_objects(
     rows.truncate(limit as usize);
     let mut results = Vec::with_capacity(rows.len());
     for r in &rows {
-        results.push(
-            to_wire(
-                &state,
-                auth.portal_id,
-                r,
-                props.as_deref(),
-                assocs.as_deref(),
-                false,
-            )
-            .await?,
-        );
+        results.push(to_wire(&state, auth.portal_id, r, &view).await?);
     }
     let paging = match (more, rows.last()) {
         (true, Some(last)) => {
@@ -200,13 +238,13 @@ async fn list_objects(
 }
 
 /// A property change: `None` clears the property.
-type Change = BTreeMap<String, Option<String>>;
+pub(crate) type Change = BTreeMap<String, Option<String>>;
 /// An inline association: (to id, association type id, category).
-type AssociationSpec = (i64, i64, String);
+pub(crate) type AssociationSpec = (i64, i64, String);
 
 /// Parses `{"properties": {...}, "associations": [...]}` of a create or update.
-fn parse_write_body(
-    ty: ObjectType,
+pub(crate) fn parse_write_body(
+    catalog: &crm::Catalog,
     body: &Value,
     allow_associations: bool,
 ) -> Result<(Change, Vec<AssociationSpec>), ApiError> {
@@ -218,7 +256,7 @@ fn parse_write_body(
         )
     })?;
     let props = match obj.get("properties") {
-        Some(Value::Object(m)) => crm::parse_properties(ty, m).map_err(|errs| {
+        Some(Value::Object(m)) => crm::parse_properties(catalog, m).map_err(|errs| {
             ApiError::fields(
                 errs.into_iter()
                     .map(|e| {
@@ -295,7 +333,7 @@ fn parse_write_body(
 }
 
 /// Resolves inline associations of a new record (id 0) to rows in both directions.
-async fn resolve_associations(
+pub(crate) async fn resolve_associations(
     state: &AppState,
     portal_id: i64,
     ty: ObjectType,
@@ -348,22 +386,23 @@ async fn create_object(
 ) -> Result<Response, ApiError> {
     let ty = object_type(&ty)?;
     auth.require(write_scopes(ty))?;
-    let (props, specs) = parse_write_body(ty, &body, true)?;
+    let catalog = state.catalog(auth.portal_id, ty).await?;
+    let (props, specs) = parse_write_body(&catalog, &body, true)?;
     let assocs = resolve_associations(&state, auth.portal_id, ty, &specs).await?;
     let record = records::create(&state, auth.portal_id, ty, props, assocs).await?;
-    let wire = to_wire(&state, auth.portal_id, &record, None, None, true).await?;
+    let wire = to_wire(&state, auth.portal_id, &record, &View::written()).await?;
     Ok((StatusCode::CREATED, Json(wire)).into_response())
 }
 
-/// Finds the record named by the path id, or by `idProperty`.
-async fn find_record(
+/// The record named by an id, or by the value of a unique `idProperty`.
+pub(crate) async fn lookup(
     state: &AppState,
     portal_id: i64,
     ty: ObjectType,
     id: &str,
-    query: &Query,
-) -> Result<Record, ApiError> {
-    let record = match query.one("idProperty").filter(|p| *p != "hs_object_id") {
+    id_property: Option<&str>,
+) -> Result<Option<Record>, ApiError> {
+    match id_property.filter(|p| *p != "hs_object_id") {
         Some(prop) => {
             let allowed = matches!(
                 (ty, prop),
@@ -381,18 +420,29 @@ async fn find_record(
                     ),
                 ));
             }
-            state
+            Ok(state
                 .store
                 .record_by_property(portal_id, ty, prop, id)
-                .await?
+                .await?)
         }
         None => match id.parse::<i64>() {
-            Ok(n) => state.store.record(portal_id, ty, n).await?,
-            Err(_) => None,
+            Ok(n) => Ok(state.store.record(portal_id, ty, n).await?),
+            Err(_) => Ok(None),
         },
-    };
+    }
+}
+
+/// Finds the record named by the path id, or by `idProperty`, honouring `archived`.
+pub(crate) async fn find_record(
+    state: &AppState,
+    portal_id: i64,
+    ty: ObjectType,
+    id: &str,
+    query: &Query,
+) -> Result<Record, ApiError> {
     let archived = query.bool("archived")?;
-    record
+    lookup(state, portal_id, ty, id, query.one("idProperty"))
+        .await?
         .filter(|r| r.archived == archived)
         .ok_or_else(ApiError::not_found)
 }
@@ -418,18 +468,8 @@ async fn get_object(
     let ty = object_type(&ty)?;
     auth.require(read_scopes(ty))?;
     let record = find_record(&state, auth.portal_id, ty, &id, &query).await?;
-    let props = query.list("properties");
-    let assocs = query.list("associations");
     Ok(Json(
-        to_wire(
-            &state,
-            auth.portal_id,
-            &record,
-            props.as_deref(),
-            assocs.as_deref(),
-            false,
-        )
-        .await?,
+        to_wire(&state, auth.portal_id, &record, &View::from_query(&query)).await?,
     ))
 }
 
@@ -451,11 +491,12 @@ async fn update_object(
 ) -> Result<Json<SimplePublicObject>, ApiError> {
     let ty = object_type(&ty)?;
     auth.require(write_scopes(ty))?;
-    let (props, _) = parse_write_body(ty, &body, false)?;
+    let catalog = state.catalog(auth.portal_id, ty).await?;
+    let (props, _) = parse_write_body(&catalog, &body, false)?;
     let record = find_record(&state, auth.portal_id, ty, &id, &query).await?;
     let record = records::update(&state, auth.portal_id, ty, record.id, props).await?;
     Ok(Json(
-        to_wire(&state, auth.portal_id, &record, None, None, true).await?,
+        to_wire(&state, auth.portal_id, &record, &View::written()).await?,
     ))
 }
 

@@ -162,8 +162,20 @@ pub struct Association {
 #[derive(Debug, Clone, Default)]
 pub struct RecordWrite {
     pub properties: Properties,
+    /// The `sourceType` written to property history (`API`, `INTEGRATION`, `IMPORT`).
+    pub source: &'static str,
     /// The full set of phone rows after the write (`object_id` is filled in by the store).
     pub phones: Vec<PhoneRow>,
+}
+
+/// One past value of a property (`propertiesWithHistory`).
+#[derive(Debug, Clone)]
+pub struct HistoryEntry {
+    pub object_id: i64,
+    pub name: String,
+    pub value: String,
+    pub timestamp: i64,
+    pub source_type: String,
 }
 
 /// One inbound call to log; see [`group_commit`].
@@ -304,6 +316,47 @@ pub trait Store: Send + Sync + 'static {
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()>;
     async fn unignore_number(&self, portal_id: i64, e164: &str) -> StoreResult<bool>;
     async fn ignored_numbers(&self, portal_id: Option<i64>) -> StoreResult<Vec<IgnoredNumber>>;
+
+    /// Deletes a record for good (GDPR): its properties, history, phones and associations.
+    /// Returns the phone rows it had.
+    async fn delete_record(&self, portal_id: i64, id: i64) -> StoreResult<Vec<PhoneRow>>;
+    /// Every record of a type (the search scan when no index applies).
+    async fn all_records(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        archived: bool,
+    ) -> StoreResult<Vec<Record>>;
+    /// Ids of live records with a phone row whose E.164 or national key equals the given ones.
+    async fn phone_candidates(
+        &self,
+        portal_id: i64,
+        e164: Option<&str>,
+        national_key: Option<i64>,
+    ) -> StoreResult<Vec<i64>>;
+    async fn remove_associations(
+        &self,
+        portal_id: i64,
+        from_id: i64,
+        to_id: i64,
+        // (type id, its inverse); `None` removes every type between the two.
+        types: Option<(i64, i64)>,
+    ) -> StoreResult<()>;
+    async fn history(
+        &self,
+        portal_id: i64,
+        ids: &[i64],
+        names: &[String],
+    ) -> StoreResult<Vec<HistoryEntry>>;
+    async fn create_custom_property(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        name: &str,
+        definition: &str,
+    ) -> StoreResult<()>;
+    /// Custom property definitions (JSON) of a portal.
+    async fn custom_properties(&self, portal_id: i64) -> StoreResult<Vec<(ObjectType, String)>>;
 
     /// Flushes and closes; called once on shutdown.
     async fn close(&self);

@@ -147,6 +147,47 @@ async fn replace_phones(
     Ok(old)
 }
 
+/// Appends a history entry for every property whose value changed (`old` is `None` on create).
+/// Derived properties are recorded with source `CALCULATED`.
+async fn write_history(
+    tx: &mut Transaction<'_, Sqlite>,
+    object_id: i64,
+    old: Option<&Properties>,
+    new: &Properties,
+    now: i64,
+    source: &str,
+) -> StoreResult<()> {
+    let source = if source.is_empty() { "API" } else { source };
+    let mut changes: Vec<(&str, &str)> = new
+        .iter()
+        .filter(|(k, v)| old.and_then(|o| o.get(*k)) != Some(*v))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(old) = old {
+        changes.extend(
+            old.keys()
+                .filter(|k| !new.contains_key(*k))
+                .map(|k| (k.as_str(), "")),
+        );
+    }
+    for (name, value) in changes {
+        let src = if name.starts_with("hs_calculated_") || name.starts_with("hs_searchable_") {
+            "CALCULATED"
+        } else {
+            source
+        };
+        sqlx::query("INSERT INTO property_history (object_id, name, value, timestamp, source_type) VALUES ($1, $2, $3, $4, $5)")
+            .bind(object_id)
+            .bind(name)
+            .bind(value)
+            .bind(now)
+            .bind(src)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
 async fn insert_associations(
     tx: &mut Transaction<'_, Sqlite>,
     portal_id: i64,
@@ -315,6 +356,7 @@ impl Store for SqliteStore {
         .fetch_one(&mut *tx)
         .await?;
         replace_phones(&mut tx, portal_id, id, object_type, &write.phones).await?;
+        write_history(&mut tx, id, None, &write.properties, now, write.source).await?;
         let pairs: Vec<Association> = associations
             .iter()
             .map(|a| Association {
@@ -346,6 +388,27 @@ impl Store for SqliteStore {
         now: i64,
     ) -> StoreResult<(Record, Vec<PhoneRow>)> {
         let mut tx = self.pool.begin().await?;
+        let before: Option<String> = sqlx::query_scalar(
+            "SELECT properties FROM objects WHERE id = $1 AND portal_id = $2 AND object_type = $3 AND archived = 0",
+        )
+        .bind(id)
+        .bind(portal_id)
+        .bind(object_type.type_id())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let before: Properties = match before {
+            Some(p) => serde_json::from_str(&p).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+            None => return Err(StoreError::NotFound),
+        };
+        write_history(
+            &mut tx,
+            id,
+            Some(&before),
+            &write.properties,
+            now,
+            write.source,
+        )
+        .await?;
         let row = sqlx::query(
             "UPDATE objects SET properties = $1, updated_at = $2
              WHERE id = $3 AND portal_id = $4 AND object_type = $5 AND archived = 0
@@ -592,6 +655,171 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn delete_record(&self, portal_id: i64, id: i64) -> StoreResult<Vec<PhoneRow>> {
+        let mut tx = self.pool.begin().await?;
+        let done = sqlx::query("DELETE FROM objects WHERE id = $1 AND portal_id = $2")
+            .bind(id)
+            .bind(portal_id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(StoreError::NotFound);
+        }
+        let old = sqlx::query("SELECT * FROM phones WHERE object_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(phone_from_row)
+            .collect::<StoreResult<Vec<_>>>()?;
+        for sql in [
+            "DELETE FROM phones WHERE object_id = $1",
+            "DELETE FROM property_history WHERE object_id = $1",
+            "DELETE FROM associations WHERE from_id = $1 OR to_id = $1",
+        ] {
+            sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
+        Ok(old)
+    }
+
+    async fn all_records(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        archived: bool,
+    ) -> StoreResult<Vec<Record>> {
+        let sql = format!(
+            "SELECT {RECORD_COLUMNS} FROM objects WHERE portal_id = $1 AND object_type = $2 AND archived = $3 ORDER BY id"
+        );
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(portal_id)
+            .bind(object_type.type_id())
+            .bind(archived as i64)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(record_from_row)
+            .collect()
+    }
+
+    async fn phone_candidates(
+        &self,
+        portal_id: i64,
+        e164: Option<&str>,
+        national_key: Option<i64>,
+    ) -> StoreResult<Vec<i64>> {
+        let ids: Vec<i64> = sqlx::query_scalar(
+            "SELECT object_id FROM phones WHERE portal_id = $1 AND e164 = $2
+             UNION SELECT object_id FROM phones WHERE portal_id = $1 AND national_key = $3",
+        )
+        .bind(portal_id)
+        .bind(e164)
+        .bind(national_key)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    async fn remove_associations(
+        &self,
+        portal_id: i64,
+        from_id: i64,
+        to_id: i64,
+        types: Option<(i64, i64)>,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "DELETE FROM associations WHERE portal_id = $1
+               AND ((from_id = $2 AND to_id = $3 AND ($4 IS NULL OR type_id = $4))
+                 OR (from_id = $3 AND to_id = $2 AND ($5 IS NULL OR type_id = $5)))",
+        )
+        .bind(portal_id)
+        .bind(from_id)
+        .bind(to_id)
+        .bind(types.map(|t| t.0))
+        .bind(types.map(|t| t.1))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn history(
+        &self,
+        portal_id: i64,
+        ids: &[i64],
+        names: &[String],
+    ) -> StoreResult<Vec<HistoryEntry>> {
+        if ids.is_empty() || names.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "SELECT h.object_id, h.name, h.value, h.timestamp, h.source_type
+             FROM property_history h JOIN objects o ON o.id = h.object_id AND o.portal_id = $1
+             WHERE h.object_id IN (SELECT value FROM json_each($2))
+               AND h.name IN (SELECT value FROM json_each($3))
+             ORDER BY h.object_id, h.name, h.timestamp DESC, h.rowid DESC",
+        )
+        .bind(portal_id)
+        .bind(serde_json::to_string(ids).expect("ids serialise"))
+        .bind(serde_json::to_string(names).expect("names serialise"))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(HistoryEntry {
+                    object_id: r.try_get("object_id")?,
+                    name: r.try_get("name")?,
+                    value: r.try_get("value")?,
+                    timestamp: r.try_get("timestamp")?,
+                    source_type: r.try_get("source_type")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn create_custom_property(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        name: &str,
+        definition: &str,
+    ) -> StoreResult<()> {
+        let res = sqlx::query(
+            "INSERT INTO custom_properties (portal_id, object_type, name, definition, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(portal_id)
+        .bind(object_type.type_id())
+        .bind(name)
+        .bind(definition)
+        .bind(crate::clock::now_ms())
+        .execute(&self.pool)
+        .await;
+        match res {
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("property {name}")))
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+
+    async fn custom_properties(&self, portal_id: i64) -> StoreResult<Vec<(ObjectType, String)>> {
+        let rows = sqlx::query(
+            "SELECT object_type, definition FROM custom_properties WHERE portal_id = $1 ORDER BY created_at, name",
+        )
+        .bind(portal_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let ty: String = r.try_get("object_type")?;
+                Ok((
+                    ObjectType::from_type_id(&ty).ok_or_else(|| StoreError::Corrupt(ty.clone()))?,
+                    r.try_get("definition")?,
+                ))
+            })
+            .collect()
+    }
+
     async fn close(&self) {
         // A checkpoint folds the WAL back into the main file, so a copied .db file is complete.
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -625,6 +853,9 @@ async fn log_one(tx: &mut Transaction<'_, Sqlite>, call: &CallLog) -> StoreResul
                     .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
                     .map(|(k, v)| (k.clone(), v.clone())),
             );
+            let before: Properties = serde_json::from_str(&old)
+                .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
+            write_history(tx, id, Some(&before), &props, call.at, "INTEGRATION").await?;
             sqlx::query("UPDATE objects SET properties = $1, updated_at = $2, archived = 0, archived_at = NULL WHERE id = $3")
                 .bind(props_json(&props))
                 .bind(call.at)
@@ -644,6 +875,7 @@ async fn log_one(tx: &mut Transaction<'_, Sqlite>, call: &CallLog) -> StoreResul
             .bind(call.at)
             .fetch_one(&mut **tx)
             .await?;
+            write_history(tx, id, None, &call.properties, call.at, "INTEGRATION").await?;
             sqlx::query(
                 "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES ($1, $2, $3)",
             )
