@@ -24,6 +24,7 @@ use crate::store::User;
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(list_owners))
+        .routes(routes!(list_owners_slash))
         .routes(routes!(get_owner))
         .routes(routes!(create_user))
 }
@@ -109,6 +110,22 @@ async fn list_owners(
         body["paging"] = json!({ "next": { "after": next, "link": format!("/crm/v3/owners?limit={limit}&after={next}") } });
     }
     Ok(Json(body))
+}
+
+/// The same list at `/crm/v3/owners/`, the path HubSpot's spec and SDKs use.
+#[utoipa::path(
+    get,
+    path = "/crm/v3/owners/",
+    tag = "Owners",
+    params(("email" = Option<String>, Query), ("limit" = Option<i64>, Query), ("after" = Option<String>, Query), ("archived" = Option<bool>, Query)),
+    responses((status = 200, description = "{\"results\": [PublicOwner], \"paging\"?}"))
+)]
+async fn list_owners_slash(
+    state: State<Arc<AppState>>,
+    auth: Auth,
+    query: Query,
+) -> Result<Json<Value>, ApiError> {
+    list_owners(state, auth, query).await
 }
 
 /// Read an owner by owner id, or by user id with `idProperty=userId`.
