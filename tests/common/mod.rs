@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_switchboard");
 
-pub const WRITE_SCOPES: &str = "crm.objects.contacts.read,crm.objects.contacts.write,crm.objects.companies.read,crm.objects.companies.write,crm.objects.owners.read,settings.users.write,switchboard.admin";
+pub const WRITE_SCOPES: &str = "crm.schemas.contacts.write,crm.schemas.companies.write,crm.objects.contacts.read,crm.objects.contacts.write,crm.objects.companies.read,crm.objects.companies.write,crm.objects.owners.read,settings.users.write,switchboard.admin";
 
 /// A temporary database folder that outlives server restarts.
 pub struct Db {
