@@ -1,8 +1,14 @@
 //! The in-memory caller-ID index: per portal, normalised number → the records that carry it.
 //!
 //! Keys are E.164 digits as a `u64` (a string key costs twice the memory and three times the
-//! probe time, `../shared/docs/stack.md` §4). Postings are small and `Copy`, and most keys have
-//! one, so they live inline in a `SmallVec`.
+//! probe time, `../shared/docs/stack.md` §4). A posting is packed into one `u64` (record id,
+//! type, property, flags) and most keys have one, so postings live inline in a
+//! `SmallVec<[u64; 1]>`: about 24 bytes per entry before the table's own overhead. The rare
+//! stored extension lives in a side map.
+//!
+//! A number typed without a country code on a record with no country (its region was a
+//! guess) is also filed under its national digits, but only when the guess did not give a
+//! valid number: a number valid in the default region is trusted to be there.
 //!
 //! Locking: one `RwLock` over all portals. Lookups take the read lock for a few hash probes;
 //! writers take the write lock only to apply a diff that the store has already committed.
@@ -18,7 +24,7 @@ use crate::store::{ObjectType, PhoneRow};
 
 use super::normalize::{CallerNumber, e164_key};
 
-/// One record's claim on a key.
+/// One record's claim on a key, decoded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Posting {
     pub object_id: i64,
@@ -34,15 +40,64 @@ pub struct Posting {
 /// The properties caller ID reads, in the order postings refer to them.
 pub const PHONE_PROPERTIES: [&str; 3] = ["phone", "mobilephone", "hs_whatsapp_phone_number"];
 
-type Postings = SmallVec<[Posting; 1]>;
+/// Bits 0-39: record id; 40-41: type; 42-43: property; 44: guessed; 45: has an extension.
+type Packed = u64;
+const ID_BITS: u32 = 40;
+
+fn pack(p: &Posting) -> Packed {
+    let ty = match p.object_type {
+        ObjectType::Contact => 0u64,
+        ObjectType::Company => 1,
+        ObjectType::Call => 2,
+    };
+    (p.object_id as u64 & ((1 << ID_BITS) - 1))
+        | ty << ID_BITS
+        | (p.property as u64) << (ID_BITS + 2)
+        | (p.guessed as u64) << (ID_BITS + 4)
+        | (p.extension.is_some() as u64) << (ID_BITS + 5)
+}
+
+fn id_of(x: Packed) -> i64 {
+    (x & ((1 << ID_BITS) - 1)) as i64
+}
+
+fn property_of(x: Packed) -> u8 {
+    ((x >> (ID_BITS + 2)) & 3) as u8
+}
+
+type Postings = SmallVec<[Packed; 1]>;
 
 #[derive(Default)]
 struct PortalIndex {
     exact: HashMap<u64, Postings>,
     national: HashMap<u64, Postings>,
+    /// Stored extensions by (record id, property).
+    extensions: HashMap<(i64, u8), u32>,
     /// Last-N-digits map, present only while the portal has suffix matching on.
     suffix: Option<(u8, HashMap<u64, Postings>)>,
     ignored: HashSet<u64>,
+}
+
+impl PortalIndex {
+    fn unpack(&self, x: Packed) -> Posting {
+        let object_id = id_of(x);
+        let property = property_of(x);
+        Posting {
+            object_id,
+            object_type: match (x >> ID_BITS) & 3 {
+                0 => ObjectType::Contact,
+                1 => ObjectType::Company,
+                _ => ObjectType::Call,
+            },
+            property,
+            guessed: (x >> (ID_BITS + 4)) & 1 == 1,
+            extension: if (x >> (ID_BITS + 5)) & 1 == 1 {
+                self.extensions.get(&(object_id, property)).copied()
+            } else {
+                None
+            },
+        }
+    }
 }
 
 /// What a lookup found, before ranking.
@@ -89,14 +144,14 @@ fn suffix_key(row: &PhoneRow, n: u8) -> Option<u64> {
 
 fn remove(map: &mut HashMap<u64, Postings>, key: u64, object_id: i64, property: u8) {
     if let Some(list) = map.get_mut(&key) {
-        list.retain(|p| !(p.object_id == object_id && p.property == property));
+        list.retain(|p| !(id_of(*p) == object_id && property_of(*p) == property));
         if list.is_empty() {
             map.remove(&key);
         }
     }
 }
 
-fn add(map: &mut HashMap<u64, Postings>, key: u64, posting: Posting) {
+fn add(map: &mut HashMap<u64, Postings>, key: u64, posting: Packed) {
     let list = map.entry(key).or_default();
     if !list.contains(&posting) {
         list.push(posting);
@@ -108,18 +163,23 @@ impl PortalIndex {
         let Some(posting) = posting_of(row) else {
             return;
         };
+        let packed = pack(&posting);
+        if let Some(ext) = posting.extension {
+            self.extensions.insert((row.object_id, posting.property), ext);
+        }
         if let Some(key) = row.e164.as_deref().and_then(e164_key) {
-            add(&mut self.exact, key, posting);
+            add(&mut self.exact, key, packed);
         }
         if posting.guessed
+            && row.e164.is_none()
             && let Some(key) = row.national_key
         {
-            add(&mut self.national, key as u64, posting);
+            add(&mut self.national, key as u64, packed);
         }
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
         {
-            add(map, key, posting);
+            add(map, key, packed);
         }
     }
 
@@ -127,16 +187,12 @@ impl PortalIndex {
         let Some(posting) = posting_of(row) else {
             return;
         };
+        self.extensions.remove(&(row.object_id, posting.property));
         if let Some(key) = row.e164.as_deref().and_then(e164_key) {
             remove(&mut self.exact, key, row.object_id, posting.property);
         }
         if let Some(key) = row.national_key {
-            remove(
-                &mut self.national,
-                key as u64,
-                row.object_id,
-                posting.property,
-            );
+            remove(&mut self.national, key as u64, row.object_id, posting.property);
         }
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
@@ -183,7 +239,7 @@ impl CallerIdIndex {
             let mut map = HashMap::new();
             for row in rows {
                 if let (Some(p), Some(k)) = (posting_of(row), suffix_key(row, n)) {
-                    add(&mut map, k, p);
+                    add(&mut map, k, pack(&p));
                 }
             }
             (n, map)
@@ -214,13 +270,14 @@ impl CallerIdIndex {
         }
         let mut hits = Vec::new();
         if let Some(list) = idx.exact.get(&caller.key) {
-            hits.extend(list.iter().map(|p| Hit {
-                posting: *p,
-                tier: if p.guessed {
+            hits.extend(list.iter().map(|x| {
+                let posting = idx.unpack(*x);
+                let tier = if posting.guessed {
                     Tier::National
                 } else {
                     Tier::Exact
-                },
+                };
+                Hit { posting, tier }
             }));
         }
         for key in [caller.national_key, caller.trunk_key]
@@ -228,8 +285,8 @@ impl CallerIdIndex {
             .flatten()
         {
             if let Some(list) = idx.national.get(&key) {
-                hits.extend(list.iter().map(|p| Hit {
-                    posting: *p,
+                hits.extend(list.iter().map(|x| Hit {
+                    posting: idx.unpack(*x),
                     tier: Tier::National,
                 }));
             }
@@ -241,8 +298,8 @@ impl CallerIdIndex {
                 && let Ok(key) = digits[digits.len() - n..].parse::<u64>()
                 && let Some(list) = map.get(&key)
             {
-                hits.extend(list.iter().map(|p| Hit {
-                    posting: *p,
+                hits.extend(list.iter().map(|x| Hit {
+                    posting: idx.unpack(*x),
                     tier: Tier::Suffix,
                 }));
             }
