@@ -165,7 +165,8 @@ impl PortalIndex {
         };
         let packed = pack(&posting);
         if let Some(ext) = posting.extension {
-            self.extensions.insert((row.object_id, posting.property), ext);
+            self.extensions
+                .insert((row.object_id, posting.property), ext);
         }
         if let Some(key) = row.e164.as_deref().and_then(e164_key) {
             add(&mut self.exact, key, packed);
@@ -192,7 +193,12 @@ impl PortalIndex {
             remove(&mut self.exact, key, row.object_id, posting.property);
         }
         if let Some(key) = row.national_key {
-            remove(&mut self.national, key as u64, row.object_id, posting.property);
+            remove(
+                &mut self.national,
+                key as u64,
+                row.object_id,
+                posting.property,
+            );
         }
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
