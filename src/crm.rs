@@ -267,6 +267,20 @@ impl Catalog {
     }
 }
 
+/// Loads a portal's custom property definitions from the store.
+pub async fn custom_definitions(
+    store: &dyn crate::store::Store,
+    portal_id: i64,
+) -> crate::store::StoreResult<Vec<(ObjectType, PropertyDef)>> {
+    let mut all = Vec::new();
+    for (t, json) in store.custom_properties(portal_id).await? {
+        let def: PropertyDef = serde_json::from_str(&json)
+            .map_err(|e| crate::store::StoreError::Corrupt(format!("custom property: {e}")))?;
+        all.push((t, def));
+    }
+    Ok(all)
+}
+
 /// Properties returned when a request names none (§5.1).
 pub fn default_properties(ty: ObjectType) -> &'static [&'static str] {
     match ty {

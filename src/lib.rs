@@ -12,6 +12,7 @@ pub mod clock;
 pub mod crm;
 pub mod demo;
 pub mod http;
+pub mod import;
 pub mod records;
 pub mod search;
 pub mod server;

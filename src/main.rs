@@ -63,6 +63,28 @@ enum Command {
         #[command(subcommand)]
         command: IgnoreCommand,
     },
+    /// Bulk-load contacts or companies from a CSV file (HubSpot export columns or --map).
+    Import {
+        /// contacts or companies
+        kind: String,
+        #[arg(long)]
+        portal: i64,
+        file: std::path::PathBuf,
+        /// column=property pairs, comma-separated, e.g. "Cell=mobilephone,Tel=phone"
+        #[arg(long, default_value = "")]
+        map: String,
+        /// Where rejected rows go (default: FILE.rejects.csv)
+        #[arg(long)]
+        reject_file: Option<std::path::PathBuf>,
+        /// Rows per transaction (and per checkpoint).
+        #[arg(long, default_value_t = 5000)]
+        batch_size: usize,
+        /// No progress bar on stderr.
+        #[arg(long)]
+        quiet: bool,
+        #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = DEFAULT_DB)]
+        db: String,
+    },
     /// Check stored data before switching telephony over.
     Doctor {
         #[command(subcommand)]
@@ -266,6 +288,42 @@ async fn run(cli: Cli) -> Result<(), String> {
             Ok(())
         }
         Command::Ignore { command } => run_ignore(command).await,
+        Command::Import {
+            kind,
+            portal,
+            file,
+            map,
+            reject_file,
+            batch_size,
+            quiet,
+            db,
+        } => {
+            let object_type = match kind.as_str() {
+                "contacts" => store::ObjectType::Contact,
+                "companies" => store::ObjectType::Company,
+                other => return Err(format!("import takes contacts or companies, not {other}")),
+            };
+            let reject_file = reject_file.unwrap_or_else(|| {
+                let mut p = file.clone().into_os_string();
+                p.push(".rejects.csv");
+                p.into()
+            });
+            let opts = switchboard::import::ImportOptions {
+                portal_id: portal,
+                object_type,
+                file,
+                map: switchboard::import::parse_map(&map)?,
+                reject_file: reject_file.clone(),
+                batch_size: batch_size.max(1),
+                progress: !quiet,
+            };
+            let store = open(&db).await?;
+            let report = switchboard::import::run(store.as_ref(), &opts).await;
+            store.close().await;
+            let report = report?;
+            println!("{}", switchboard::import::summary(&report, &reject_file));
+            Ok(())
+        }
         Command::Doctor {
             command: DoctorCommand::Phones { portal, db },
         } => {

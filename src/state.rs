@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::callerid::CallerIdIndex;
 use crate::crm::{Catalog, PropertyDef};
 use crate::store::group_commit::CallLogger;
-use crate::store::{DynStore, ObjectType, Portal, StoreError, StoreResult, TokenInfo};
+use crate::store::{DynStore, ObjectType, Portal, StoreResult, TokenInfo};
 
 /// Settings that are not per portal.
 #[derive(Debug, Clone)]
@@ -137,12 +137,7 @@ impl AppState {
         let all = match cached {
             Some(all) => all,
             None => {
-                let mut all = Vec::new();
-                for (t, json) in self.store.custom_properties(portal_id).await? {
-                    let def: PropertyDef = serde_json::from_str(&json)
-                        .map_err(|e| StoreError::Corrupt(format!("custom property: {e}")))?;
-                    all.push((t, def));
-                }
+                let all = crate::crm::custom_definitions(self.store.as_ref(), portal_id).await?;
                 self.custom_properties
                     .write()
                     .expect("lock")

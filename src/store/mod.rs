@@ -358,6 +358,28 @@ pub trait Store: Send + Sync + 'static {
     /// Custom property definitions (JSON) of a portal.
     async fn custom_properties(&self, portal_id: i64) -> StoreResult<Vec<(ObjectType, String)>>;
 
+    /// Inserts new records in one transaction (`RecordWrite::phones` may have `object_id` 0)
+    /// and moves the import checkpoint `job` to `line` in the same transaction. Returns the
+    /// new ids in input order.
+    async fn import_batch(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        rows: &[RecordWrite],
+        job: &str,
+        line: u64,
+        now: i64,
+    ) -> StoreResult<Vec<i64>>;
+    /// The last line committed by an import job.
+    async fn import_checkpoint(&self, job: &str) -> StoreResult<Option<u64>>;
+    /// Every non-empty value of one property on the live records of a type (import dedup).
+    async fn property_values(
+        &self,
+        portal_id: i64,
+        object_type: ObjectType,
+        property: &str,
+    ) -> StoreResult<Vec<String>>;
+
     /// Flushes and closes; called once on shutdown.
     async fn close(&self);
 }

@@ -1,0 +1,181 @@
+//! `switchboard import`: HubSpot export columns, --map, rejects with line numbers, and a
+//! resume after SIGKILL that neither loses nor duplicates a row.
+
+mod common;
+
+use std::io::Write;
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+
+fn write_csv(path: &std::path::Path, header: &str, rows: impl Iterator<Item = String>) {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    writeln!(f, "{header}").unwrap();
+    for r in rows {
+        writeln!(f, "{r}").unwrap();
+    }
+}
+
+#[tokio::test]
+async fn export_columns_map_and_rejects() {
+    let db = Db::new();
+    db.portal(61, "GB");
+    let csv = db.dir.path().join("export.csv");
+    // Line 1 is the header; data rows start on line 2.
+    write_csv(
+        &csv,
+        "Record ID,First Name,Last Name,Email,Phone Number,Cell,Country/Region,Favourite colour,numberofemployees",
+        vec![
+            "1,Ada,Lovelace,ada@example.com,020 7946 0958,,United Kingdom,blue,".to_string(),
+            "2,Bad,Number,bad@example.com,+1 201 555 0123,,,red,".to_string(),
+            "3,Dup,Email,ada@example.com,,,,green,".to_string(),
+            "4,Grace,Hopper,grace@example.com,,07400 123456,,teal,".to_string(),
+        ]
+        .into_iter(),
+    );
+    // numberofemployees is not a contact property: with --map it lands on a valid column.
+    let out = db.cli(&[
+        "import",
+        "contacts",
+        "--portal",
+        "61",
+        csv.to_str().unwrap(),
+        "--map",
+        "Cell=mobilephone,numberofemployees=jobtitle",
+        "--quiet",
+    ]);
+    assert!(out.contains("imported 3 rows, rejected 1"), "{out}");
+    assert!(
+        out.contains("Favourite colour"),
+        "unknown columns are named: {out}"
+    );
+    let rejects = std::fs::read_to_string(db.dir.path().join("export.csv.rejects.csv")).unwrap();
+    assert_eq!(
+        rejects.lines().nth(1).unwrap(),
+        "4,\"a contact with email ada@example.com already exists\"",
+        "{rejects}"
+    );
+
+    let token = db.token(61, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let (_, _, r) = post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("i", "+442079460958", false),
+    )
+    .await;
+    assert_eq!(
+        r["callerIdMatches"][0]["firstName"], "Ada",
+        "imported numbers are in caller ID: {r}"
+    );
+    let (_, _, r) = post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("i", "+447400123456", false),
+    )
+    .await;
+    assert_eq!(r["callerIdMatches"][0]["firstName"], "Grace", "{r}");
+    let (_, _, s) = post(&server.url("/crm/v3/objects/contacts/search"), &token, &json!({"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": "grace@example.com"}]}], "properties": ["mobilephone", "hs_calculated_mobile_number"]})).await;
+    assert_eq!(
+        s["results"][0]["properties"]["hs_calculated_mobile_number"],
+        "+447400123456"
+    );
+    // History of an imported record shows its imported values, then its changes.
+    let id = s["results"][0]["id"].as_str().unwrap().to_string();
+    patch(
+        &server.url(&format!("/crm/v3/objects/contacts/{id}")),
+        &token,
+        &json!({"properties": {"lastname": "Murray Hopper"}}),
+    )
+    .await;
+    let (_, h) = get(
+        &server.url(&format!(
+            "/crm/v3/objects/contacts/{id}?propertiesWithHistory=lastname,firstname"
+        )),
+        &token,
+    )
+    .await;
+    let last: Vec<&str> = h["propertiesWithHistory"]["lastname"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v["value"].as_str().unwrap())
+        .collect();
+    assert_eq!(last, ["Murray Hopper", "Hopper"]);
+    assert_eq!(
+        h["propertiesWithHistory"]["firstname"][0]["sourceType"],
+        "IMPORT"
+    );
+}
+
+#[tokio::test]
+async fn a_killed_import_resumes_without_duplicates() {
+    let db = Db::new();
+    db.portal(62, "US");
+    let csv = db.dir.path().join("big.csv");
+    let rows = 150_000u32;
+    write_csv(
+        &csv,
+        "First Name,Email,Phone Number",
+        (0..rows).map(|i| {
+            format!(
+                "N{i},n{i}@example.com,+1 201 {:03} {:04}",
+                200 + i / 10_000,
+                i % 10_000
+            )
+        }),
+    );
+    let mut child = Command::new(BIN)
+        .args([
+            "import",
+            "contacts",
+            "--portal",
+            "62",
+            csv.to_str().unwrap(),
+            "--batch-size",
+            "500",
+            "--quiet",
+            "--db",
+            &db.url(),
+        ])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let finished_early = child.try_wait().unwrap().is_some();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !finished_early,
+        "the import must still be running when it is killed"
+    );
+    let out = db.cli(&[
+        "import",
+        "contacts",
+        "--portal",
+        "62",
+        csv.to_str().unwrap(),
+        "--batch-size",
+        "500",
+        "--quiet",
+    ]);
+    assert!(out.contains("resumed after line"), "{out}");
+    assert!(out.contains("rejected 0"), "no row was seen twice: {out}");
+    let token = db.token(62, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let (_, _, r) = post(
+        &server.url("/crm/v3/objects/contacts/search"),
+        &token,
+        &json!({"limit": 0}),
+    )
+    .await;
+    assert_eq!(r["total"], rows, "every row exactly once: {r}");
+    let (_, _, r) = post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("x", "+12012149999", false),
+    )
+    .await;
+    assert_eq!(r["callerIdMatches"].as_array().unwrap().len(), 1, "{r}");
+}
