@@ -23,6 +23,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
         .routes(routes!(health))
         .routes(routes!(info))
+        .routes(routes!(echo))
         .routes(routes!(explain))
         .routes(routes!(list_ignored, add_ignored))
         .routes(routes!(remove_ignored))
@@ -35,6 +36,14 @@ pub const ADMIN_SCOPE: &[&str] = &["switchboard.admin"];
 #[utoipa::path(get, path = "/switchboard/v1/health", tag = "Switchboard", responses((status = 200, description = "{\"status\":\"ok\"}")))]
 async fn health() -> Json<Value> {
     Json(json!({ "status": "ok" }))
+}
+
+/// Authenticates, reads a JSON body and answers `{"ok": true}`: a connectivity check for
+/// integrators, and the baseline the benchmark compares inbound-call against (same auth,
+/// same body, no caller-ID work).
+#[utoipa::path(post, path = "/switchboard/v1/echo", tag = "Switchboard", request_body(content = Object), responses((status = 200, description = "{\"ok\": true, \"portalId\": N}")))]
+async fn echo(auth: Auth, JsonBody(_body): JsonBody) -> Json<Value> {
+    Json(json!({ "ok": true, "portalId": auth.portal_id }))
 }
 
 /// Build information, including the phone metadata version. Needs no token.

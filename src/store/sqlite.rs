@@ -509,13 +509,15 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    /// The unary `+` on `portal_id` keeps SQLite from choosing the portal index (a scan of the
+    /// whole portal) over the primary key: caller ID spent 90 % of its time there.
     async fn records_by_ids(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<Record>> {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM objects
-             WHERE portal_id = $1 AND id IN (SELECT value FROM json_each($2))"
+             WHERE +portal_id = $1 AND id IN (SELECT value FROM json_each($2))"
         );
         let ids_json = serde_json::to_string(ids).expect("ids serialise");
         sqlx::query(sqlx::AssertSqlSafe(sql))
@@ -815,7 +817,7 @@ impl Store for SqliteStore {
         // Imported records not changed since: their history is their imported values.
         let pending = sqlx::query(
             "SELECT id, properties, created_at FROM objects
-             WHERE portal_id = $1 AND history_pending = 1 AND id IN (SELECT value FROM json_each($2))",
+             WHERE +portal_id = $1 AND history_pending = 1 AND id IN (SELECT value FROM json_each($2))",
         )
         .bind(portal_id)
         .bind(serde_json::to_string(ids).expect("ids serialise"))
@@ -1075,7 +1077,7 @@ async fn log_one(tx: &mut Transaction<'_, Sqlite>, call: &CallLog) -> StoreResul
     if !call.called_ids.is_empty() {
         sqlx::query(
             "UPDATE objects SET last_call_at = MAX(COALESCE(last_call_at, 0), $1)
-             WHERE portal_id = $2 AND id IN (SELECT value FROM json_each($3))",
+             WHERE +portal_id = $2 AND id IN (SELECT value FROM json_each($3))",
         )
         .bind(call.at)
         .bind(call.portal_id)

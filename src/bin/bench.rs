@@ -1,0 +1,600 @@
+//! `cargo run --release --bin bench -- [--contacts N] [--seconds S] [--connections C]`
+//!
+//! Seeds a portal with N contacts (CSV import, mixed phone formats), starts the real server,
+//! and drives it over loopback with an in-repo HTTP/1.1 keep-alive client. In one run it
+//! measures a baseline (`/switchboard/v1/echo`: same auth, same body, same connections),
+//! lookup-only inbound calls and logging inbound calls, saturated and at half that rate, and
+//! writes the figures, the machine and the command to `bench/RESULTS.md`.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+struct Args {
+    contacts: u64,
+    seconds: u64,
+    connections: usize,
+    out: PathBuf,
+    keep: Option<PathBuf>,
+    profile: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        contacts: 100_000,
+        seconds: 10,
+        connections: 32,
+        out: PathBuf::from("bench/RESULTS.md"),
+        keep: None,
+        profile: true,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let mut v = || it.next().unwrap_or_else(|| panic!("{k} needs a value"));
+        match k.as_str() {
+            "--contacts" => a.contacts = v().parse().expect("--contacts N"),
+            "--seconds" => a.seconds = v().parse().expect("--seconds S"),
+            "--connections" => a.connections = v().parse().expect("--connections C"),
+            "--out" => a.out = v().into(),
+            "--keep-db" => a.keep = Some(v().into()),
+            "--no-profile" => a.profile = false,
+            other => panic!("unknown argument {other}; see the doc comment of src/bin/bench.rs"),
+        }
+    }
+    a
+}
+
+/// The contact numbers: (typed form, country column, E.164). Deterministic, spread over
+/// several countries and the formats people type.
+fn number(i: u64) -> (String, &'static str, String) {
+    let sub = i % 10_000;
+    let block = i / 10_000;
+    match i % 5 {
+        0 => {
+            let n = format!("201{:03}{sub:04}", 200 + block % 800);
+            (
+                format!("+1 {}-{}-{}", &n[..3], &n[3..6], &n[6..]),
+                "",
+                format!("+1{n}"),
+            )
+        }
+        1 => {
+            let n = format!("415{:03}{sub:04}", 200 + block % 800);
+            (
+                format!("({}) {}-{} x{}", &n[..3], &n[3..6], &n[6..], i % 90 + 10),
+                "",
+                format!("+1{n}"),
+            )
+        }
+        2 => {
+            let n = format!("20{:04}{sub:04}", 7000 + block % 3000);
+            (
+                format!("0{} {} {}", &n[..2], &n[2..6], &n[6..]),
+                "United Kingdom",
+                format!("+44{n}"),
+            )
+        }
+        3 => {
+            let n = format!("6{:04}{sub:04}", 1000 + block % 9000);
+            (
+                format!(
+                    "0{} {} {} {} {}",
+                    &n[..1],
+                    &n[1..3],
+                    &n[3..5],
+                    &n[5..7],
+                    &n[7..]
+                ),
+                "FR",
+                format!("+33{n}"),
+            )
+        }
+        _ => {
+            let n = format!("30{:04}{sub:04}", 1000 + block % 9000);
+            (
+                format!("0049 {} {}", &n[..2], &n[2..]),
+                "",
+                format!("+49{n}"),
+            )
+        }
+    }
+}
+
+fn seed(bin: &Path, db: &Path, contacts: u64) -> (f64, f64) {
+    let url = format!("sqlite://{}", db.display());
+    let run = |args: &[&str]| {
+        let out = Command::new(bin)
+            .args(args)
+            .args(["--db", &url])
+            .output()
+            .expect("run switchboard");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&["portal", "create", "--id", "777", "--default-region", "US"]);
+    let csv = db.with_extension("csv");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
+        writeln!(f, "First Name,Last Name,Email,Phone Number,Country/Region").unwrap();
+        for i in 0..contacts {
+            let (typed, country, _) = number(i);
+            writeln!(f, "C{i},Bench,c{i}@bench.example,\"{typed}\",{country}").unwrap();
+        }
+    }
+    let t = Instant::now();
+    let out = run(&[
+        "import",
+        "contacts",
+        "--portal",
+        "777",
+        csv.to_str().unwrap(),
+        "--quiet",
+        "--batch-size",
+        "10000",
+    ]);
+    let secs = t.elapsed().as_secs_f64();
+    eprintln!("seeded: {}", out.trim());
+    std::fs::remove_file(&csv).ok();
+    (secs, contacts as f64 / secs)
+}
+
+struct Server {
+    child: Child,
+    addr: String,
+    startup: Duration,
+}
+
+fn start(bin: &Path, db: &Path) -> Server {
+    let t = Instant::now();
+    let mut child = Command::new(bin)
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--db",
+            &format!("sqlite://{}", db.display()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn server");
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    let addr = loop {
+        line.clear();
+        assert!(reader.read_line(&mut line).unwrap() > 0, "server exited");
+        if let Some(a) = line.trim().strip_prefix("Switchboard listening on http://") {
+            break a.to_string();
+        }
+    };
+    let startup = t.elapsed();
+    std::thread::spawn(move || for _ in reader.lines() {});
+    Server {
+        child,
+        addr,
+        startup,
+    }
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map_or(0.0, |kb| kb / 1024.0)
+}
+
+/// One keep-alive HTTP/1.1 connection that posts a body and reads the whole answer.
+struct Conn {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Conn {
+    async fn open(addr: &str) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        stream.set_nodelay(true).ok();
+        Conn {
+            stream,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    async fn post(&mut self, host: &str, path: &str, token: &str, body: &str) -> u16 {
+        let req = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        self.stream.write_all(req.as_bytes()).await.expect("write");
+        self.buf.clear();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = self.stream.read(&mut chunk).await.expect("read");
+            assert!(n > 0, "server closed the connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+            if let Some(end) = self.buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                let (status, len) = {
+                    let head = std::str::from_utf8(&self.buf[..end]).expect("utf8 head");
+                    let len: usize = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase()
+                                .strip_prefix("content-length:")
+                                .map(|v| v.trim().parse().unwrap())
+                        })
+                        .unwrap_or(0);
+                    (head[9..12].parse().unwrap_or(0), len)
+                };
+                while self.buf.len() < end + 4 + len {
+                    let n = self.stream.read(&mut chunk).await.expect("read body");
+                    assert!(n > 0);
+                    self.buf.extend_from_slice(&chunk[..n]);
+                }
+                return status;
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Baseline,
+    Lookup,
+    Logging,
+}
+
+struct Phase {
+    requests: u64,
+    seconds: f64,
+    errors: u64,
+    latencies_us: Vec<u32>,
+}
+
+impl Phase {
+    fn rps(&self) -> f64 {
+        self.requests as f64 / self.seconds
+    }
+    fn pct(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+}
+
+fn body(kind: Kind, i: u64, contacts: u64, run: &str) -> String {
+    // Nine in ten callers are in the CRM; the tenth is not.
+    let caller = if i % 10 == 9 {
+        format!("+1650{:07}", i % 10_000_000)
+    } else {
+        number((i * 7919) % contacts).2
+    };
+    format!(
+        r#"{{"createEngagement":{},"engagementProperties":{{}},"externalCallId":"{run}-{i}","finalCallStatus":"COMPLETED","fromNumber":{{"e164Number":"{caller}","phoneNumberType":"FIXED_LINE"}},"toNumber":{{"e164Number":"+14155550100","phoneNumberType":"FIXED_LINE"}},"potentialRecipientUserIds":[],"durationSeconds":42}}"#,
+        matches!(kind, Kind::Logging)
+    )
+}
+
+/// Drives one phase: `rate` requests per second in all (None: as fast as answers come).
+/// Where and how hard to drive: the server, its token, connections and the seeded size.
+struct Load {
+    addr: String,
+    token: String,
+    conns: usize,
+    contacts: u64,
+}
+
+async fn drive(load: &Load, kind: Kind, secs: u64, rate: Option<f64>, run: &str) -> Phase {
+    let path = match kind {
+        Kind::Baseline => "/switchboard/v1/echo",
+        _ => "/crm/v3/extensions/calling/inbound-call",
+    };
+    let (addr, token, conns, contacts) = (&load.addr, &load.token, load.conns, load.contacts);
+    let counter = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (addr, token, counter, errors, run) = (
+            addr.to_string(),
+            token.to_string(),
+            counter.clone(),
+            errors.clone(),
+            run.to_string(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::open(&addr).await;
+            let mut lat = Vec::with_capacity(1 << 16);
+            let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
+            let mut next = Instant::now()
+                + interval.map_or(Duration::ZERO, |d| d.mul_f64(c as f64 / conns as f64));
+            while Instant::now() < deadline {
+                if let Some(iv) = interval {
+                    let now = Instant::now();
+                    if next > now {
+                        tokio::time::sleep(next - now).await;
+                    }
+                    next += iv;
+                }
+                let i = counter.fetch_add(1, Ordering::Relaxed);
+                let b = body(kind, i, contacts, &run);
+                let t = Instant::now();
+                let status = conn.post(&addr, path, &token, &b).await;
+                lat.push(t.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                if status != 200 {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            lat
+        }));
+    }
+    let started = Instant::now();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    all.sort_unstable();
+    Phase {
+        requests: all.len() as u64,
+        seconds,
+        errors: errors.load(Ordering::Relaxed),
+        latencies_us: all,
+    }
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpu
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let total = mem
+        .lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|k| k.parse::<f64>().ok())
+        .map_or(0.0, |k| k / 1024.0 / 1024.0);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!(
+        "{model}, {cores} cores, {total:.0} GiB RAM, Linux {}",
+        kernel.trim()
+    )
+}
+
+/// Samples the server with `perf record` during a phase, when perf is available.
+fn profile_start(pid: u32, out: &Path) -> Option<Child> {
+    Command::new("perf")
+        .args(["record", "-g", "-F", "499", "-p", &pid.to_string(), "-o"])
+        .arg(out)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .ok()
+}
+
+fn profile_report(mut rec: Child, data: &Path) -> String {
+    let _ = Command::new("kill")
+        .args(["-INT", &rec.id().to_string()])
+        .status();
+    let _ = rec.wait();
+    let out = Command::new("perf")
+        .args([
+            "report",
+            "--no-children",
+            "--sort",
+            "dso,symbol",
+            "--stdio",
+            "-g",
+            "none",
+            "-i",
+        ])
+        .arg(data)
+        .output();
+    match out {
+        Ok(o) => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter(|l| {
+                l.trim_start()
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_digit())
+            })
+            .take(25)
+            .map(|l| l.trim_end().to_string())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Err(_) => "perf is not installed (apt-get install linux-perf)".into(),
+    }
+}
+
+fn main() {
+    let a = args();
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.with_file_name("switchboard");
+    assert!(
+        bin.exists(),
+        "build the server first: cargo build --release (looked for {})",
+        bin.display()
+    );
+    let dir = tempfile_dir();
+    let db = a.keep.clone().unwrap_or_else(|| dir.join("bench.db"));
+    let command = format!(
+        "cargo run --release --bin bench -- {}",
+        std::env::args().skip(1).collect::<Vec<_>>().join(" ")
+    );
+    eprintln!("seeding {} contacts into {}", a.contacts, db.display());
+    let fresh = !db.exists();
+    let (seed_secs, seed_rate) = if fresh {
+        seed(&bin, &db, a.contacts)
+    } else {
+        (0.0, 0.0)
+    };
+    let token = {
+        let out = Command::new(&bin)
+            .args([
+                "token",
+                "create",
+                "--portal",
+                "777",
+                "--scopes",
+                "crm.objects.contacts.write",
+                "--db",
+                &format!("sqlite://{}", db.display()),
+            ])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let server = start(&bin, &db);
+    eprintln!(
+        "server up in {:.2}s at {}",
+        server.startup.as_secs_f64(),
+        server.addr
+    );
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let run = format!("bench{}", std::process::id());
+    let pid = server.child.id();
+    let load = Load {
+        addr: server.addr.clone(),
+        token: token.clone(),
+        conns: a.connections,
+        contacts: a.contacts,
+    };
+    let mut results: BTreeMap<&str, (Phase, Phase)> = BTreeMap::new();
+    let mut profile = String::new();
+    for (name, kind) in [
+        ("1 baseline (echo)", Kind::Baseline),
+        ("2 lookup-only", Kind::Lookup),
+        ("3 logging", Kind::Logging),
+    ] {
+        // Warm up, then saturate, then hold half the saturated rate.
+        rt.block_on(drive(&load, kind, 2, None, &format!("{run}w{name}")));
+        let perf = (a.profile && matches!(kind, Kind::Lookup)).then(|| dir.join("perf.data"));
+        let rec = perf.as_ref().and_then(|p| profile_start(pid, p));
+        let sat = rt.block_on(drive(
+            &load,
+            kind,
+            a.seconds,
+            None,
+            &format!("{run}s{name}"),
+        ));
+        if let (Some(rec), Some(p)) = (rec, perf.as_ref()) {
+            profile = profile_report(rec, p);
+        }
+        let half = rt.block_on(drive(
+            &load,
+            kind,
+            a.seconds,
+            Some(sat.rps() / 2.0),
+            &format!("{run}h{name}"),
+        ));
+        eprintln!(
+            "{name}: {:.0} req/s saturated (p50 {:.2} ms, p99 {:.2} ms); at half rate p99 {:.2} ms",
+            sat.rps(),
+            sat.pct(0.5),
+            sat.pct(0.99),
+            half.pct(0.99)
+        );
+        results.insert(name, (sat, half));
+    }
+    let rss = peak_rss_mib(pid);
+    let mut child = server.child;
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let _ = child.wait();
+
+    let base = results["1 baseline (echo)"].0.rps();
+    let mut section = String::new();
+    section.push_str(&format!(
+        "## {} contacts\n\nMachine: {}. Command: `{command}` ({} connections, {} s per phase, load generator in the same process tree, sharing the cores).\n\n",
+        a.contacts,
+        machine(),
+        a.connections,
+        a.seconds
+    ));
+    section.push_str("| Phase | Throughput (req/s) | Ratio to baseline | p50 (ms) | p99 (ms) | p99.9 (ms) | p99 at half rate (ms) | Errors |\n|---|---|---|---|---|---|---|---|\n");
+    for (name, (sat, half)) in &results {
+        section.push_str(&format!(
+            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            &name[2..],
+            sat.rps(),
+            sat.rps() / base,
+            sat.pct(0.5),
+            sat.pct(0.99),
+            sat.pct(0.999),
+            half.pct(0.99),
+            sat.errors + half.errors
+        ));
+    }
+    section.push_str(&format!(
+        "\nServer peak RSS: {rss:.0} MiB. Start-up until the index was ready and the port open: {:.2} s. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
+        server.startup.as_secs_f64()
+    ));
+    if !profile.is_empty() {
+        section.push_str(&format!("\nWhere the server's time went during the saturated lookup phase (`perf record -g`, top symbols):\n\n```text\n{profile}\n```\n"));
+    }
+    write_section(&a.out, a.contacts, &section);
+    println!("{section}");
+    if a.keep.is_none() {
+        std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+fn tempfile_dir() -> PathBuf {
+    let d = std::env::temp_dir().join(format!("switchboard-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Replaces this size's section of RESULTS.md, keeping the others.
+fn write_section(path: &Path, contacts: u64, section: &str) {
+    let old = std::fs::read_to_string(path).unwrap_or_default();
+    let header = "# Benchmark results\n\nWritten by `cargo run --release --bin bench`; each section is replaced when its size is run again.\n\n";
+    let mut sections: BTreeMap<u64, String> = BTreeMap::new();
+    for part in old.split("\n## ").skip(1) {
+        if let Some(n) = part
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<u64>().ok())
+        {
+            sections.insert(n, format!("## {}", part.trim_end()));
+        }
+    }
+    sections.insert(contacts, section.trim_end().to_string());
+    let body: Vec<String> = sections.into_values().collect();
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).ok();
+    }
+    std::fs::write(path, format!("{header}{}\n", body.join("\n\n"))).expect("write results");
+}
