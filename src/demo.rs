@@ -165,7 +165,6 @@ pub async fn seed(state: &AppState) -> Result<Option<String>, ApiError> {
     for (first, last) in [("Riley", "Operator"), ("Sam", "Support"), ("Jo", "Sales")] {
         let email = format!("{}@switchboard.example", first.to_lowercase());
         state
-            .store
             .create_user(DEMO_PORTAL_ID, &email, first, last)
             .await?;
     }

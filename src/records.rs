@@ -189,6 +189,7 @@ pub async fn update(
         .update_record(portal_id, ty, id, write, clock::now_ms())
         .await?;
     state.index.apply(portal_id, &old, &phones);
+    state.records.invalidate(&[id]);
     Ok(record)
 }
 
@@ -205,6 +206,7 @@ pub async fn archive(
         .archive_record(portal_id, ty, id, clock::now_ms())
         .await?;
     state.index.apply(portal_id, &old, &[]);
+    state.records.invalidate(&[id]);
     Ok(())
 }
 
@@ -280,6 +282,7 @@ pub async fn merge(
         .archive_record(portal_id, ty, other, now)
         .await?;
     state.index.apply(portal_id, &gone_phones, &[]);
+    state.records.invalidate(&[primary, other]);
     Ok(record)
 }
 
@@ -350,5 +353,6 @@ pub async fn gdpr_delete(state: &AppState, portal_id: i64, id: i64) -> Result<()
     }
     let old = state.store.delete_record(portal_id, id).await?;
     state.index.apply(portal_id, &old, &[]);
+    state.records.invalidate(&[id]);
     Ok(())
 }

@@ -1,13 +1,14 @@
 //! The one state struct every handler receives.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use crate::callerid::CallerIdIndex;
+use crate::callerid::cache::RecordCache;
 use crate::crm::{Catalog, PropertyDef};
 use crate::store::group_commit::CallLogger;
-use crate::store::{DynStore, ObjectType, Portal, StoreResult, TokenInfo};
+use crate::store::{DynStore, ObjectType, Portal, StoreResult, TokenInfo, User};
 
 /// Settings that are not per portal.
 #[derive(Debug, Clone)]
@@ -16,6 +17,8 @@ pub struct Config {
     pub match_cap: usize,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// Most records kept in the caller-ID record cache (0 turns it off).
+    pub record_cache: usize,
 }
 
 impl Default for Config {
@@ -23,6 +26,7 @@ impl Default for Config {
         Config {
             match_cap: 100,
             body_limit: 1024 * 1024,
+            record_cache: 500_000,
         }
     }
 }
@@ -30,6 +34,8 @@ impl Default for Config {
 pub struct AppState {
     pub store: DynStore,
     pub index: CallerIdIndex,
+    /// Records caller ID has shown; see `callerid/cache.rs` for how it stays exact.
+    pub records: RecordCache,
     pub calls: CallLogger,
     pub config: Config,
     /// Serialises record writes that touch phone numbers, so the index applies diffs in the
@@ -39,6 +45,8 @@ pub struct AppState {
     /// from the store and updated by the only code paths that change them.
     portals: RwLock<HashMap<i64, Portal>>,
     tokens: RwLock<HashMap<String, TokenInfo>>,
+    /// Users per portal: inbound-call resolves `userId` to an owner on every logged call.
+    users: RwLock<HashMap<i64, Arc<Vec<User>>>>,
     /// Custom property definitions per portal, loaded on first use.
     custom_properties: RwLock<HashMap<i64, Vec<(ObjectType, PropertyDef)>>>,
     pub started: Instant,
@@ -74,12 +82,14 @@ impl AppState {
         Ok(AppState {
             store,
             index,
+            records: RecordCache::new(config.record_cache),
             calls,
             config,
             write_gate: tokio::sync::Mutex::new(()),
             portals: RwLock::new(portals),
             tokens: RwLock::new(HashMap::new()),
             custom_properties: RwLock::new(HashMap::new()),
+            users: RwLock::new(HashMap::new()),
             started,
             index_ready_ms: started.elapsed().as_millis(),
         })
@@ -171,5 +181,34 @@ impl AppState {
             .expect("lock")
             .remove(&portal_id);
         Ok(())
+    }
+
+    /// The portal's users (cached; [`AppState::create_user`] refreshes it).
+    pub async fn users(&self, portal_id: i64) -> StoreResult<Arc<Vec<User>>> {
+        if let Some(u) = self.users.read().expect("lock").get(&portal_id) {
+            return Ok(u.clone());
+        }
+        let users = Arc::new(self.store.users(portal_id).await?);
+        self.users
+            .write()
+            .expect("lock")
+            .insert(portal_id, users.clone());
+        Ok(users)
+    }
+
+    /// Creates a user and its owner.
+    pub async fn create_user(
+        &self,
+        portal_id: i64,
+        email: &str,
+        first_name: &str,
+        last_name: &str,
+    ) -> StoreResult<User> {
+        let user = self
+            .store
+            .create_user(portal_id, email, first_name, last_name)
+            .await?;
+        self.users.write().expect("lock").remove(&portal_id);
+        Ok(user)
     }
 }

@@ -15,8 +15,11 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
+use std::sync::Arc;
+
 use crate::store::{ObjectType, Record};
 
+pub mod cache;
 pub mod countries;
 pub mod doctor;
 pub mod index;
@@ -45,7 +48,7 @@ impl Tier {
 /// A ranked match.
 #[derive(Debug, Clone)]
 pub struct Match {
-    pub record: Record,
+    pub record: Arc<Record>,
     pub tier: Tier,
     pub extension_match: bool,
     /// The phone property that matched.
@@ -56,7 +59,7 @@ pub struct Match {
 ///
 /// `records` must hold every record named by `hits`; hits on records that are missing or
 /// archived (a write racing the lookup) are dropped.
-pub fn rank(hits: &[Hit], records: Vec<Record>, caller_extension: Option<&str>) -> Vec<Match> {
+pub fn rank(hits: &[Hit], records: Vec<Arc<Record>>, caller_extension: Option<&str>) -> Vec<Match> {
     let caller_ext = index::parse_extension(caller_extension);
     let mut best: HashMap<i64, (Tier, bool, u8)> = HashMap::new();
     for hit in hits {
@@ -131,6 +134,7 @@ pub fn reason(m: &Match, source: Option<&str>) -> String {
 /// The index answers which records; one store read fetches them for ranking and display.
 pub async fn find(
     index: &CallerIdIndex,
+    cache: &cache::RecordCache,
     store: &dyn crate::store::Store,
     portal_id: i64,
     caller: &CallerNumber,
@@ -144,7 +148,18 @@ pub async fn find(
     let mut ids: Vec<i64> = hits.iter().map(|h| h.posting.object_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let records = store.records_by_ids(portal_id, &ids).await?;
+    let (mut records, missing) = cache.get(&ids);
+    if !missing.is_empty() {
+        let epoch = cache.epoch();
+        let read: Vec<Arc<Record>> = store
+            .records_by_ids(portal_id, &missing)
+            .await?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        cache.insert(&read, epoch);
+        records.extend(read);
+    }
     let mut ranked = rank(&hits, records, extension);
     ranked.truncate(cap);
     Ok(ranked)

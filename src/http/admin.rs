@@ -131,6 +131,7 @@ async fn explain(
     let ignored = state.index.is_ignored(auth.portal_id, caller.key);
     let matches = callerid::find(
         &state.index,
+        &state.records,
         state.store.as_ref(),
         auth.portal_id,
         &caller,

@@ -232,6 +232,7 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
             normalize::parse_caller(&req.from_number.e164_number).expect("validated in parse");
         callerid::find(
             &state.index,
+            &state.records,
             state.store.as_ref(),
             portal.id,
             &caller,
@@ -245,7 +246,10 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
     if req.create_engagement {
         let call =
             build_call_log(state, portal.id, portal.associate, &req, &matches, arrived).await?;
+        let called = call.called_ids.clone();
         let logged = state.calls.log(call).await?;
+        // Their "last call" moved: ranking rule 4 must see it.
+        state.records.invalidate(&called);
         if let Ok(v) = HeaderValue::from_str(&logged.call_id.to_string()) {
             headers.insert("x-switchboard-call-id", v);
         }
@@ -311,7 +315,7 @@ async fn build_call_log(
     }
     set("hs_call_external_id", req.external_call_id.clone());
     set("hs_call_source", "INTEGRATIONS_PLATFORM".into());
-    let users = state.store.users(portal_id).await?;
+    let users = state.users(portal_id).await?;
     if let Some(uid) = req.user_id {
         match users.iter().find(|u| u.id == i64::from(uid)) {
             Some(u) => set("hubspot_owner_id", u.owner_id.to_string()),

@@ -155,7 +155,7 @@ async fn get_owner(
         }
     };
     let n: i64 = id.parse().map_err(|_| ApiError::not_found())?;
-    let users = state.store.users(auth.portal_id).await?;
+    let users = state.users(auth.portal_id).await?;
     let user = users
         .iter()
         .find(|u| if by_user { u.id == n } else { u.owner_id == n })
@@ -194,7 +194,7 @@ async fn create_user(
             .unwrap_or("")
             .to_string()
     };
-    let users = state.store.users(auth.portal_id).await?;
+    let users = state.users(auth.portal_id).await?;
     if let Some(u) = users.iter().find(|u| u.email.eq_ignore_ascii_case(email)) {
         return Err(ApiError::Conflict(format!(
             "A user with email {email} already exists. Existing ID: {}",
@@ -202,7 +202,6 @@ async fn create_user(
         )));
     }
     let user = state
-        .store
         .create_user(auth.portal_id, email, &text("firstName"), &text("lastName"))
         .await?;
     Ok((

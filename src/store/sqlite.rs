@@ -4,6 +4,7 @@
 //! from inbound-call mean "on disk". Throughput comes from group commit (`group_commit.rs`),
 //! not from relaxing this.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -99,6 +100,19 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
         updated_at: row.try_get("updated_at")?,
         archived: row.try_get::<i64, _>("archived")? != 0,
     })
+}
+
+/// `objects.history_pending`: the record's first properties are its history, not yet written
+/// out as rows; the code says who wrote them.
+const PENDING_IMPORT: i64 = 1;
+const PENDING_INTEGRATION: i64 = 2;
+
+fn pending_source(code: i64) -> &'static str {
+    if code == PENDING_INTEGRATION {
+        "INTEGRATION"
+    } else {
+        "IMPORT"
+    }
 }
 
 /// Rows per multi-row INSERT in imports (10 columns x 100 rows stays far below SQLite's
@@ -224,20 +238,33 @@ async fn insert_associations(
     portal_id: i64,
     pairs: &[Association],
 ) -> StoreResult<()> {
-    for a in pairs {
-        sqlx::query(
-            "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(a.from_id)
-        .bind(a.to_id)
-        .bind(a.type_id)
-        .bind(portal_id)
-        .bind(a.from_type.type_id())
-        .bind(a.to_type.type_id())
-        .bind(&a.category)
-        .execute(&mut **tx)
-        .await?;
+    let rows: Vec<(i64, Association)> = pairs.iter().map(|a| (portal_id, a.clone())).collect();
+    insert_association_rows(tx, &rows).await
+}
+
+/// Association rows of possibly several portals, in multi-row statements.
+async fn insert_association_rows(
+    tx: &mut Transaction<'_, Sqlite>,
+    rows: &[(i64, Association)],
+) -> StoreResult<()> {
+    for chunk in rows.chunks(IMPORT_CHUNK) {
+        let sql = values_sql(
+            "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category) VALUES ",
+            7,
+            chunk.len(),
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for (portal_id, a) in chunk {
+            q = q
+                .bind(a.from_id)
+                .bind(a.to_id)
+                .bind(a.type_id)
+                .bind(*portal_id)
+                .bind(a.from_type.type_id())
+                .bind(a.to_type.type_id())
+                .bind(&a.category);
+        }
+        q.execute(&mut **tx).await?;
     }
     Ok(())
 }
@@ -431,10 +458,19 @@ impl Store for SqliteStore {
         let props: String = before.try_get("properties")?;
         let before_props: Properties =
             serde_json::from_str(&props).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        if before.try_get::<i64, _>("history_pending")? != 0 {
+        let pending: i64 = before.try_get("history_pending")?;
+        if pending != 0 {
             // The first change of an imported record writes out its imported values.
             let created: i64 = before.try_get("created_at")?;
-            write_history(&mut tx, id, None, &before_props, created, "IMPORT").await?;
+            write_history(
+                &mut tx,
+                id,
+                None,
+                &before_props,
+                created,
+                pending_source(pending),
+            )
+            .await?;
         }
         write_history(
             &mut tx,
@@ -643,9 +679,135 @@ impl Store for SqliteStore {
 
     async fn log_calls(&self, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>> {
         let mut tx = self.pool.begin().await?;
+        // Which (portal, externalCallId) already have a call: one query for the batch.
+        let keys: Vec<(i64, &str)> = batch
+            .iter()
+            .map(|c| (c.portal_id, c.external_call_id.as_str()))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT i.portal_id, i.external_call_id, i.call_id FROM json_each($1) AS j
+             CROSS JOIN inbound_calls AS i
+               ON i.portal_id = json_extract(j.value, '$[0]') AND i.external_call_id = json_extract(j.value, '$[1]')",
+        )
+        .bind(serde_json::to_string(&keys).expect("keys serialise"))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut known: HashMap<(i64, String), i64> = HashMap::new();
+        for r in rows {
+            known.insert(
+                (r.try_get("portal_id")?, r.try_get("external_call_id")?),
+                r.try_get("call_id")?,
+            );
+        }
+        let mut next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM objects")
+            .fetch_one(&mut *tx)
+            .await?;
         let mut out = Vec::with_capacity(batch.len());
+        let mut created: Vec<(i64, &CallLog)> = Vec::new();
+        let mut updates: Vec<(i64, &CallLog)> = Vec::new();
         for call in batch {
-            out.push(log_one(&mut tx, call).await?);
+            let key = (call.portal_id, call.external_call_id.clone());
+            match known.get(&key) {
+                Some(&id) => {
+                    updates.push((id, call));
+                    out.push(CallLogged {
+                        call_id: id,
+                        created: false,
+                    });
+                }
+                None => {
+                    let id = next;
+                    next += 1;
+                    known.insert(key, id);
+                    created.push((id, call));
+                    out.push(CallLogged {
+                        call_id: id,
+                        created: true,
+                    });
+                }
+            }
+        }
+        // New calls: multi-row inserts; their history is their first properties (pending).
+        for chunk in created.chunks(IMPORT_CHUNK) {
+            let sql = values_sql(
+                "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending) VALUES ",
+                7,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, c) in chunk {
+                q = q
+                    .bind(*id)
+                    .bind(c.portal_id)
+                    .bind(ObjectType::Call.type_id())
+                    .bind(props_json(&c.properties))
+                    .bind(c.at)
+                    .bind(c.at)
+                    .bind(PENDING_INTEGRATION);
+            }
+            q.execute(&mut *tx).await?;
+            let sql = values_sql(
+                "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES ",
+                3,
+                chunk.len(),
+            );
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, c) in chunk {
+                q = q.bind(c.portal_id).bind(&c.external_call_id).bind(*id);
+            }
+            q.execute(&mut *tx).await?;
+        }
+        // Reposts: merge the new properties over the call's, in batch order.
+        for (id, call) in &updates {
+            repost(&mut tx, *id, call).await?;
+        }
+        let mut pairs = Vec::new();
+        let mut last_call: HashMap<(i64, i64), i64> = HashMap::new();
+        for (call, logged) in batch.iter().zip(&out) {
+            for &(ty, id, call_to, to_call) in &call.associations {
+                pairs.push((
+                    call.portal_id,
+                    Association {
+                        from_id: logged.call_id,
+                        from_type: ObjectType::Call,
+                        to_id: id,
+                        to_type: ty,
+                        category: "HUBSPOT_DEFINED".into(),
+                        type_id: call_to,
+                    },
+                ));
+                pairs.push((
+                    call.portal_id,
+                    Association {
+                        from_id: id,
+                        from_type: ty,
+                        to_id: logged.call_id,
+                        to_type: ObjectType::Call,
+                        category: "HUBSPOT_DEFINED".into(),
+                        type_id: to_call,
+                    },
+                ));
+            }
+            for id in &call.called_ids {
+                let at = last_call.entry((call.portal_id, *id)).or_insert(call.at);
+                *at = (*at).max(call.at);
+            }
+        }
+        insert_association_rows(&mut tx, &pairs).await?;
+        if !last_call.is_empty() {
+            let moves: Vec<(i64, i64, i64)> = last_call
+                .into_iter()
+                .map(|((p, id), at)| (p, id, at))
+                .collect();
+            sqlx::query(
+                "UPDATE objects SET last_call_at = MAX(COALESCE(objects.last_call_at, 0), v.at)
+                 FROM (SELECT json_extract(value, '$[0]') AS portal_id, json_extract(value, '$[1]') AS id,
+                              json_extract(value, '$[2]') AS at FROM json_each($1)) AS v
+                 WHERE objects.id = v.id AND objects.portal_id = v.portal_id",
+            )
+            .bind(serde_json::to_string(&moves).expect("moves serialise"))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(out)
@@ -816,8 +978,8 @@ impl Store for SqliteStore {
             .collect::<StoreResult<Vec<_>>>()?;
         // Imported records not changed since: their history is their imported values.
         let pending = sqlx::query(
-            "SELECT id, properties, created_at FROM objects
-             WHERE +portal_id = $1 AND history_pending = 1 AND id IN (SELECT value FROM json_each($2))",
+            "SELECT id, properties, created_at, history_pending FROM objects
+             WHERE +portal_id = $1 AND history_pending != 0 AND id IN (SELECT value FROM json_each($2))",
         )
         .bind(portal_id)
         .bind(serde_json::to_string(ids).expect("ids serialise"))
@@ -833,7 +995,11 @@ impl Store for SqliteStore {
                         name: name.clone(),
                         value: v.clone(),
                         timestamp: r.try_get("created_at")?,
-                        source_type: history_source(name, "IMPORT").to_string(),
+                        source_type: history_source(
+                            name,
+                            pending_source(r.try_get("history_pending")?),
+                        )
+                        .to_string(),
                     });
                 }
             }
@@ -915,7 +1081,7 @@ impl Store for SqliteStore {
                     .bind(props_json(&w.properties))
                     .bind(now)
                     .bind(now)
-                    .bind(1i64);
+                    .bind(PENDING_IMPORT);
             }
             q.execute(&mut *tx).await?;
         }
@@ -996,94 +1162,43 @@ impl Store for SqliteStore {
     }
 }
 
-/// Logs one call inside the batch's transaction: update the existing call of this
-/// externalCallId, or create it.
-async fn log_one(tx: &mut Transaction<'_, Sqlite>, call: &CallLog) -> StoreResult<CallLogged> {
-    let existing: Option<i64> = sqlx::query_scalar(
-        "SELECT call_id FROM inbound_calls WHERE portal_id = $1 AND external_call_id = $2",
-    )
-    .bind(call.portal_id)
-    .bind(&call.external_call_id)
-    .fetch_optional(&mut **tx)
-    .await?;
-    let (call_id, created) = match existing {
-        Some(id) => {
-            let old: String = sqlx::query_scalar("SELECT properties FROM objects WHERE id = $1")
-                .bind(id)
-                .fetch_one(&mut **tx)
-                .await?;
-            let mut props: Properties = serde_json::from_str(&old)
-                .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
-            props.extend(
-                call.properties
-                    .iter()
-                    .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
-                    .map(|(k, v)| (k.clone(), v.clone())),
-            );
-            let before: Properties = serde_json::from_str(&old)
-                .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
-            write_history(tx, id, Some(&before), &props, call.at, "INTEGRATION").await?;
-            sqlx::query("UPDATE objects SET properties = $1, updated_at = $2, archived = 0, archived_at = NULL WHERE id = $3")
-                .bind(props_json(&props))
-                .bind(call.at)
-                .bind(id)
-                .execute(&mut **tx)
-                .await?;
-            (id, false)
-        }
-        None => {
-            let id: i64 = sqlx::query_scalar(
-                "INSERT INTO objects (portal_id, object_type, properties, created_at, updated_at)
-                 VALUES ($1, $2, $3, $4, $4) RETURNING id",
-            )
-            .bind(call.portal_id)
-            .bind(ObjectType::Call.type_id())
-            .bind(props_json(&call.properties))
-            .bind(call.at)
+/// A repost of a known externalCallId: its new properties go over the call's (a repost keeps
+/// the call's time unless it sends one), and the change enters the call's history.
+async fn repost(tx: &mut Transaction<'_, Sqlite>, id: i64, call: &CallLog) -> StoreResult<()> {
+    let row =
+        sqlx::query("SELECT properties, created_at, history_pending FROM objects WHERE id = $1")
+            .bind(id)
             .fetch_one(&mut **tx)
             .await?;
-            write_history(tx, id, None, &call.properties, call.at, "INTEGRATION").await?;
-            sqlx::query(
-                "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES ($1, $2, $3)",
-            )
-            .bind(call.portal_id)
-            .bind(&call.external_call_id)
-            .bind(id)
-            .execute(&mut **tx)
-            .await?;
-            (id, true)
-        }
-    };
-    let mut pairs = Vec::with_capacity(call.associations.len() * 2);
-    for &(ty, id, call_to, to_call) in &call.associations {
-        pairs.push(Association {
-            from_id: call_id,
-            from_type: ObjectType::Call,
-            to_id: id,
-            to_type: ty,
-            category: "HUBSPOT_DEFINED".into(),
-            type_id: call_to,
-        });
-        pairs.push(Association {
-            from_id: id,
-            from_type: ty,
-            to_id: call_id,
-            to_type: ObjectType::Call,
-            category: "HUBSPOT_DEFINED".into(),
-            type_id: to_call,
-        });
-    }
-    insert_associations(tx, call.portal_id, &pairs).await?;
-    if !call.called_ids.is_empty() {
-        sqlx::query(
-            "UPDATE objects SET last_call_at = MAX(COALESCE(last_call_at, 0), $1)
-             WHERE +portal_id = $2 AND id IN (SELECT value FROM json_each($3))",
+    let before: Properties = serde_json::from_str(&row.try_get::<String, _>("properties")?)
+        .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
+    let pending: i64 = row.try_get("history_pending")?;
+    if pending != 0 {
+        write_history(
+            tx,
+            id,
+            None,
+            &before,
+            row.try_get("created_at")?,
+            pending_source(pending),
         )
-        .bind(call.at)
-        .bind(call.portal_id)
-        .bind(serde_json::to_string(&call.called_ids).expect("ids serialise"))
-        .execute(&mut **tx)
         .await?;
     }
-    Ok(CallLogged { call_id, created })
+    let mut props = before.clone();
+    props.extend(
+        call.properties
+            .iter()
+            .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    write_history(tx, id, Some(&before), &props, call.at, "INTEGRATION").await?;
+    sqlx::query(
+        "UPDATE objects SET properties = $1, updated_at = $2, archived = 0, archived_at = NULL, history_pending = 0 WHERE id = $3",
+    )
+    .bind(props_json(&props))
+    .bind(call.at)
+    .bind(id)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
 }
