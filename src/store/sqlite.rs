@@ -599,10 +599,17 @@ impl Store for SqliteStore {
         property: &str,
         value: &str,
     ) -> StoreResult<Option<Record>> {
+        // The unique properties have expression indexes (migration 0004), which SQLite uses
+        // only when the query spells the same expression.
+        let path = match property {
+            "email" => "json_extract(properties, '$.email')",
+            "domain" => "json_extract(properties, '$.domain')",
+            "hs_call_external_id" => "json_extract(properties, '$.hs_call_external_id')",
+            _ => "json_extract(properties, '$.' || json_quote($3))",
+        };
         let sql = format!(
             "SELECT {RECORD_COLUMNS} FROM objects
-             WHERE portal_id = $1 AND object_type = $2 AND archived = 0
-               AND json_extract(properties, '$.' || json_quote($3)) = $4
+             WHERE portal_id = $1 AND object_type = $2 AND archived = 0 AND {path} = $4 AND $3 = $3
              ORDER BY id LIMIT 1"
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
