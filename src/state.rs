@@ -4,8 +4,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::callerid::CallerIdIndex;
 use crate::callerid::cache::RecordCache;
+use crate::callerid::{CallerIdIndex, PHONE_PROPERTIES};
 use crate::crm::{Catalog, PropertyDef};
 use crate::store::group_commit::CallLogger;
 use crate::store::{DynStore, ObjectType, Portal, StoreResult, TokenInfo, User};
@@ -57,15 +57,30 @@ impl AppState {
     /// Loads the index from the store and starts the call logger.
     pub async fn load(store: DynStore, config: Config) -> StoreResult<Self> {
         let started = Instant::now();
-        let phones = store.all_phones().await?;
+        // Built page by page from integer columns: 10 million numbers never sit in memory
+        // twice, and nothing is allocated per row but the rare extension.
+        let index = CallerIdIndex::default();
+        let mut after = None;
+        loop {
+            let page = store.index_rows(after, 250_000).await?;
+            let Some(last) = page.last() else { break };
+            after = Some((
+                last.object_id,
+                PHONE_PROPERTIES
+                    .get(last.property as usize)
+                    .copied()
+                    .unwrap_or("~")
+                    .to_string(),
+            ));
+            index.load(&page);
+        }
         let ignored: Vec<(i64, String)> = store
             .ignored_numbers(None)
             .await?
             .into_iter()
             .map(|n| (n.portal_id, n.e164))
             .collect();
-        let index = CallerIdIndex::build(&phones, &ignored);
-        drop(phones);
+        index.load_ignored(&ignored);
         let portals: HashMap<i64, Portal> = store
             .portals()
             .await?

@@ -20,7 +20,7 @@ use std::sync::RwLock;
 
 use smallvec::SmallVec;
 
-use crate::store::{ObjectType, PhoneRow};
+use crate::store::{IndexRow, ObjectType, PhoneRow};
 
 use super::normalize::{CallerNumber, e164_key};
 
@@ -209,19 +209,41 @@ impl PortalIndex {
 }
 
 impl CallerIdIndex {
-    /// Builds the index from every live phone row and ignored number.
-    pub fn build(rows: &[(i64, PhoneRow)], ignored: &[(i64, String)]) -> Self {
-        let mut portals: HashMap<i64, PortalIndex> = HashMap::new();
-        for (portal, row) in rows {
-            portals.entry(*portal).or_default().insert(row);
-        }
-        for (portal, e164) in ignored {
-            if let Some(key) = e164_key(e164) {
-                portals.entry(*portal).or_default().ignored.insert(key);
+    /// Adds rows read at start (see [`crate::store::Store::index_rows`]).
+    pub fn load(&self, rows: &[IndexRow]) {
+        let mut portals = self.portals.write().expect("index lock poisoned");
+        for r in rows {
+            if r.property as usize >= PHONE_PROPERTIES.len() {
+                continue;
+            }
+            let idx = portals.entry(r.portal_id).or_default();
+            let posting = Posting {
+                object_id: r.object_id,
+                object_type: r.object_type,
+                property: r.property,
+                guessed: r.guessed,
+                extension: parse_extension(r.extension.as_deref()),
+            };
+            let packed = pack(&posting);
+            if let Some(ext) = posting.extension {
+                idx.extensions.insert((r.object_id, r.property), ext);
+            }
+            if let Some(key) = r.e164_key {
+                add(&mut idx.exact, key as u64, packed);
+            }
+            if r.guessed
+                && r.e164_key.is_none()
+                && let Some(key) = r.national_key
+            {
+                add(&mut idx.national, key as u64, packed);
             }
         }
-        CallerIdIndex {
-            portals: RwLock::new(portals),
+    }
+
+    /// Marks a number a portal never matches.
+    pub fn load_ignored(&self, ignored: &[(i64, String)]) {
+        for (portal, e164) in ignored {
+            self.set_ignored(*portal, e164, true);
         }
     }
 

@@ -147,6 +147,22 @@ pub struct PhoneRow {
     pub region: Option<String>,
 }
 
+/// A phone row reduced to what the caller-ID index holds.
+#[derive(Debug, Clone)]
+pub struct IndexRow {
+    pub portal_id: i64,
+    pub object_id: i64,
+    pub object_type: ObjectType,
+    /// 0 `phone`, 1 `mobilephone`, 2 `hs_whatsapp_phone_number`, 3 anything else.
+    pub property: u8,
+    /// E.164 digits as a number.
+    pub e164_key: Option<i64>,
+    pub national_key: Option<i64>,
+    pub extension: Option<String>,
+    /// The region was the portal default.
+    pub guessed: bool,
+}
+
 /// An association row; every pair is stored in both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Association {
@@ -297,8 +313,13 @@ pub trait Store: Send + Sync + 'static {
         property: &str,
         value: &str,
     ) -> StoreResult<Option<Record>>;
-    /// Every live phone row of every portal, for building the caller-ID index at start.
-    async fn all_phones(&self) -> StoreResult<Vec<(i64, PhoneRow)>>;
+    /// One page of what the caller-ID index is built from at start, in key order after
+    /// `after` (an object id and property). Integers only, so 10 million rows load fast.
+    async fn index_rows(
+        &self,
+        after: Option<(i64, String)>,
+        limit: i64,
+    ) -> StoreResult<Vec<IndexRow>>;
     async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>>;
 
     async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()>;
