@@ -220,8 +220,19 @@ impl Conn {
     }
 
     async fn post(&mut self, host: &str, path: &str, token: &str, body: &str) -> u16 {
+        self.request("POST", host, path, token, body).await
+    }
+
+    async fn request(
+        &mut self,
+        method: &str,
+        host: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> u16 {
         let req = format!(
-            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             body.len()
         );
         self.stream.write_all(req.as_bytes()).await.expect("write");
@@ -615,6 +626,24 @@ fn main() {
         conns: a.connections,
         contacts: a.contacts,
     };
+    let info = rt.block_on(async {
+        let mut c = Conn::open(&load.addr).await;
+        c.request("GET", &load.addr, "/switchboard/v1/info", "", "")
+            .await;
+        c.body().to_string()
+    });
+    let field = |k: &str| -> f64 {
+        info.split(&format!("\"{k}\":"))
+            .nth(1)
+            .and_then(|r| r.split([',', '}']).next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (index_mib, per_number, numbers) = (
+        field("indexBytes") / 1048576.0,
+        field("indexBytesPerNumber"),
+        field("indexedNumbers"),
+    );
     let mut results: BTreeMap<&str, (Phase, Phase)> = BTreeMap::new();
     let mut profile = String::new();
     for (name, kind) in [
@@ -687,7 +716,7 @@ fn main() {
         ));
     }
     section.push_str(&format!(
-        "\nServer peak RSS: {rss:.0} MiB. Start-up until the index was ready and the port open: {:.2} s. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
+        "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
         server.startup.as_secs_f64()
     ));
     if !profile.is_empty() {

@@ -342,13 +342,43 @@ impl CallerIdIndex {
             .is_some_and(|p| p.ignored.contains(&key))
     }
 
-    /// Number of keys in the exact map across portals (for `/switchboard/v1/info`).
-    pub fn len(&self) -> usize {
+    /// An estimate of the index's heap: every table's allocated buckets (key, value and
+    /// control byte) plus postings that spilled out of line. Reported by
+    /// `/switchboard/v1/info` so the memory target can be checked on a live server.
+    pub fn memory_bytes(&self) -> usize {
+        fn table<K, V>(m: &HashMap<K, V>) -> usize {
+            m.capacity() * (std::mem::size_of::<K>() + std::mem::size_of::<V>() + 1)
+        }
+        fn spilled(m: &HashMap<u64, Postings>) -> usize {
+            m.values()
+                .filter(|p| p.spilled())
+                .map(|p| p.capacity() * std::mem::size_of::<Packed>())
+                .sum()
+        }
         let portals = self.portals.read().expect("index lock poisoned");
-        portals.values().map(|p| p.exact.len()).sum()
+        portals
+            .values()
+            .map(|p| {
+                table(&p.exact)
+                    + spilled(&p.exact)
+                    + table(&p.national)
+                    + spilled(&p.national)
+                    + table(&p.extensions)
+                    + p.suffix.as_ref().map_or(0, |(_, m)| table(m) + spilled(m))
+                    + p.ignored.capacity() * (std::mem::size_of::<u64>() + 1)
+            })
+            .sum()
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+    /// Stored numbers in the index (postings in the exact and national maps).
+    pub fn numbers(&self) -> usize {
+        let portals = self.portals.read().expect("index lock poisoned");
+        portals
+            .values()
+            .map(|p| {
+                p.exact.values().map(|v| v.len()).sum::<usize>()
+                    + p.national.values().map(|v| v.len()).sum::<usize>()
+            })
+            .sum()
     }
 }

@@ -54,6 +54,9 @@ pub struct Info {
     pub phone_metadata_version: String,
     pub phone_parser: String,
     pub indexed_numbers: usize,
+    /// Estimated heap of the caller-ID index, and per stored number.
+    pub index_bytes: usize,
+    pub index_bytes_per_number: f64,
     pub index_ready_ms: u64,
     pub uptime_seconds: u64,
 }
@@ -64,7 +67,10 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         version: env!("CARGO_PKG_VERSION").into(),
         phone_metadata_version: normalize::METADATA_VERSION.into(),
         phone_parser: normalize::PARSER_VERSION.into(),
-        indexed_numbers: state.index.len(),
+        indexed_numbers: state.index.numbers(),
+        index_bytes: state.index.memory_bytes(),
+        index_bytes_per_number: state.index.memory_bytes() as f64
+            / state.index.numbers().max(1) as f64,
         index_ready_ms: state.index_ready_ms as u64,
         uptime_seconds: state.started.elapsed().as_secs(),
     })
