@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -316,41 +316,6 @@ fn id_at(v: &Value, pointer: &str) -> Option<i64> {
         .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
 }
 
-fn inputs(body: &Value) -> Result<Vec<Value>, ApiError> {
-    let list = body
-        .get("inputs")
-        .and_then(Value::as_array)
-        .ok_or_else(|| {
-            ApiError::field(
-                "inputs",
-                "REQUIRED",
-                "inputs is required and must be an array",
-            )
-        })?;
-    if list.len() > super::batch::MAX_INPUTS {
-        return Err(ApiError::field(
-            "inputs",
-            "TOO_MANY_INPUTS",
-            format!(
-                "inputs has {} items; a batch takes at most {}",
-                list.len(),
-                super::batch::MAX_INPUTS
-            ),
-        ));
-    }
-    Ok(list.clone())
-}
-
-fn finish(ok: StatusCode, started: i64, results: Vec<Value>, errors: Vec<Value>) -> Response {
-    let mut body = json!({ "status": "COMPLETE", "results": results, "startedAt": clock::iso(started), "completedAt": clock::iso(clock::now_ms()) });
-    if errors.is_empty() {
-        return (ok, Json(body)).into_response();
-    }
-    body["numErrors"] = json!(errors.len());
-    body["errors"] = Value::Array(errors);
-    (StatusCode::MULTI_STATUS, Json(body)).into_response()
-}
-
 fn failed(e: ApiError, at: &str) -> Value {
     let (category, message) = match e {
         ApiError::NotFound(m) => ("OBJECT_NOT_FOUND", m),
@@ -374,7 +339,7 @@ async fn batch_create(
     auth.require(write_scopes(from))?;
     let started = clock::now_ms();
     let (mut results, mut errors) = (Vec::new(), Vec::new());
-    for (i, input) in inputs(&body)?.iter().enumerate() {
+    for (i, input) in super::batch::inputs(&body)?.iter().enumerate() {
         let at = format!("inputs[{i}]");
         let outcome = async {
             let fid = id_at(input, "/from/id").ok_or_else(|| {
@@ -393,7 +358,12 @@ async fn batch_create(
             Err(e) => errors.push(failed(e, &at)),
         }
     }
-    Ok(finish(StatusCode::CREATED, started, results, errors))
+    Ok(super::batch::batch_response(
+        StatusCode::CREATED,
+        started,
+        results,
+        errors,
+    ))
 }
 
 /// Associate many pairs with their default type: `{"inputs": [{"from": {"id"}, "to": {"id"}}]}`.
@@ -410,7 +380,7 @@ async fn batch_default(
     auth.require(write_scopes(from))?;
     let started = clock::now_ms();
     let (mut results, mut errors) = (Vec::new(), Vec::new());
-    for (i, input) in inputs(&body)?.iter().enumerate() {
+    for (i, input) in super::batch::inputs(&body)?.iter().enumerate() {
         let at = format!("inputs[{i}]");
         let (Some(fid), Some(tid)) = (id_at(input, "/from/id"), id_at(input, "/to/id")) else {
             errors.push(failed(
@@ -424,7 +394,12 @@ async fn batch_default(
             Err(e) => errors.push(failed(e, &at)),
         }
     }
-    Ok(finish(StatusCode::OK, started, results, errors))
+    Ok(super::batch::batch_response(
+        StatusCode::OK,
+        started,
+        results,
+        errors,
+    ))
 }
 
 /// Read the associations of many records: `{"inputs": [{"id": "1"}]}`.
@@ -441,7 +416,7 @@ async fn batch_read(
     auth.require(read_scopes(from))?;
     let started = clock::now_ms();
     let (mut results, mut errors) = (Vec::new(), Vec::new());
-    for (i, input) in inputs(&body)?.iter().enumerate() {
+    for (i, input) in super::batch::inputs(&body)?.iter().enumerate() {
         let at = format!("inputs[{i}]");
         let Some(id) = id_at(input, "/id") else {
             errors.push(failed(
@@ -457,7 +432,12 @@ async fn batch_read(
         let to_list = associated(&state, auth.portal_id, id, to).await?;
         results.push(json!({ "from": { "id": id.to_string() }, "to": to_list }));
     }
-    Ok(finish(StatusCode::OK, started, results, errors))
+    Ok(super::batch::batch_response(
+        StatusCode::OK,
+        started,
+        results,
+        errors,
+    ))
 }
 
 /// Remove associations: `{"inputs": [{"from": {"id"}, "to": [{"id"}]}]}`.
@@ -472,7 +452,7 @@ async fn batch_archive(
 ) -> Result<StatusCode, ApiError> {
     let (from, _to) = (object_type(&ft)?, object_type(&tt)?);
     auth.require(write_scopes(from))?;
-    for (i, input) in inputs(&body)?.iter().enumerate() {
+    for (i, input) in super::batch::inputs(&body)?.iter().enumerate() {
         let fid = id_at(input, "/from/id").ok_or_else(|| {
             ApiError::field(
                 &format!("inputs[{i}].from.id"),

@@ -41,7 +41,7 @@ pub fn router() -> OpenApiRouter<Arc<AppState>> {
 pub const MAX_INPUTS: usize = 100;
 
 /// The `inputs` array of a batch body, with the 100-input limit.
-fn inputs(body: &Value) -> Result<&Vec<Value>, ApiError> {
+pub(crate) fn inputs(body: &Value) -> Result<&Vec<Value>, ApiError> {
     let inputs = body
         .get("inputs")
         .and_then(Value::as_array)
@@ -99,7 +99,7 @@ fn error_of(e: ApiError, id: Option<&str>) -> Value {
 }
 
 /// `{status, results, startedAt, completedAt}` plus `errors`/`numErrors`; 207 when any failed.
-fn batch_response(
+pub(crate) fn batch_response(
     ok: StatusCode,
     started: i64,
     results: Vec<Value>,
