@@ -308,15 +308,18 @@ impl CallerIdIndex {
                 Hit { posting, tier }
             }));
         }
-        for key in [caller.national_key, caller.trunk_key]
-            .into_iter()
-            .flatten()
-        {
-            if let Some(list) = idx.national.get(&key) {
-                hits.extend(list.iter().map(|x| Hit {
-                    posting: idx.unpack(*x),
-                    tier: Tier::National,
-                }));
+        // Only portals holding guessed numbers pay for the national-format key.
+        if !idx.national.is_empty() {
+            for key in [caller.national_key, caller.trunk_key()]
+                .into_iter()
+                .flatten()
+            {
+                if let Some(list) = idx.national.get(&key) {
+                    hits.extend(list.iter().map(|x| Hit {
+                        posting: idx.unpack(*x),
+                        tier: Tier::National,
+                    }));
+                }
             }
         }
         if let Some((n, map)) = &idx.suffix {

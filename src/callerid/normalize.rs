@@ -266,6 +266,10 @@ pub fn e164_key(e164: &str) -> Option<u64> {
 }
 
 /// A caller number, as sent in inbound-call's `e164Number`.
+///
+/// Parsing happens while the phone rings, so only the keys every lookup needs are computed
+/// here; the national-format key and the region (which run libphonenumber's formatting and
+/// region regexes) are computed on demand.
 #[derive(Debug, Clone)]
 pub struct CallerNumber {
     pub e164: String,
@@ -273,11 +277,22 @@ pub struct CallerNumber {
     pub nsn: String,
     /// The national significant number without leading zeros.
     pub national_key: Option<u64>,
+    number: PhoneNumber,
+}
+
+impl CallerNumber {
     /// The digits of the number in its country's national format (trunk prefix included,
     /// leading zeros dropped), when they differ from `national_key`: a number stored as
     /// `8 (912) 345-67-89` under a wrong region guess is found by this key.
-    pub trunk_key: Option<u64>,
-    pub region: Option<String>,
+    pub fn trunk_key(&self) -> Option<u64> {
+        national_key_of(&digits(&self.number.format_as(PhoneNumberFormat::National)))
+            .filter(|k| Some(*k) != self.national_key)
+    }
+
+    /// ISO-3166 alpha-2 of the number, when libphonenumber knows it.
+    pub fn region(&self) -> Option<String> {
+        self.number.get_region_code().map(|r| r.to_string())
+    }
 }
 
 /// Why a caller's `e164Number` was refused.
@@ -316,14 +331,10 @@ pub fn parse_caller(value: &str) -> Result<CallerNumber, CallerNumberError> {
     }
     let e164 = n.format_as(PhoneNumberFormat::E164).into_owned();
     let nsn = n.get_national_significant_number();
-    let national_key = national_key_of(&nsn);
-    let trunk_key = national_key_of(&digits(&n.format_as(PhoneNumberFormat::National)))
-        .filter(|k| Some(*k) != national_key);
     Ok(CallerNumber {
         key: e164_key(&e164).ok_or(CallerNumberError::NotE164)?,
-        national_key,
-        trunk_key,
-        region: n.get_region_code().map(|r| r.to_string()),
+        national_key: national_key_of(&nsn),
+        number: n,
         nsn,
         e164,
     })

@@ -194,7 +194,7 @@ async fn explain(
     Ok(Json(json!({
         "number": caller.e164,
         "extension": extension,
-        "region": caller.region,
+        "region": caller.region(),
         "nationalNumber": caller.nsn,
         "ignored": ignored,
         "matches": out,
