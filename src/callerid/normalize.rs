@@ -79,11 +79,6 @@ impl Normalized {
             valid: false,
         }
     }
-
-    /// Whether this number can ever be matched.
-    pub fn is_matchable(&self) -> bool {
-        self.e164.is_some() || self.national_key.is_some()
-    }
 }
 
 /// Parses a region given as an ISO-3166 alpha-2 code or an English country name, in any case.

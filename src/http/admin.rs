@@ -145,7 +145,18 @@ async fn explain(
         state.config.match_cap,
     )
     .await?;
-    let phones = state.store.phones_of_portal(auth.portal_id).await?;
+    // Only the rows explain shows: the matches' and those sharing the national number
+    // (the indexed `national_key`), never the whole portal.
+    let mut ids: Vec<i64> = matches.iter().map(|m| m.record.id).collect();
+    if let Some(key) = caller.national_key {
+        ids.extend(
+            state
+                .store
+                .phone_candidates(auth.portal_id, None, Some(key as i64))
+                .await?,
+        );
+    }
+    let phones = state.store.phones_of_records(auth.portal_id, &ids).await?;
     let mut out = Vec::new();
     for (rank, m) in matches.iter().enumerate() {
         let row = phones

@@ -18,7 +18,7 @@ use utoipa_axum::routes;
 
 use super::error::{ApiError, FieldError};
 use super::extract::{Auth, CONTACT_WRITE_SCOPES, JsonBody};
-use crate::callerid::{self, Match, normalize};
+use crate::callerid::{self, CallerNumber, Match, normalize};
 use crate::clock;
 use crate::crm;
 use crate::state::AppState;
@@ -218,28 +218,29 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
     auth.require(CONTACT_WRITE_SCOPES)?;
     let arrived = clock::now_ms();
     let catalog = state.catalog(auth.portal_id, ObjectType::Call).await?;
-    let req = parse(&body, &catalog)?;
+    let Parsed {
+        request: req,
+        caller,
+    } = parse(&body, &catalog)?;
     let portal = state
         .portal(auth.portal_id)
         .await?
         .ok_or_else(|| ApiError::Internal(format!("token of unknown portal {}", auth.portal_id)))?;
 
-    let withheld = normalize::is_withheld(&req.from_number.e164_number);
-    let matches = if withheld {
-        Vec::new()
-    } else {
-        let caller =
-            normalize::parse_caller(&req.from_number.e164_number).expect("validated in parse");
-        callerid::find(
-            &state.index,
-            &state.records,
-            state.store.as_ref(),
-            portal.id,
-            &caller,
-            req.from_number.extension.as_deref(),
-            state.config.match_cap,
-        )
-        .await?
+    let matches = match &caller {
+        None => Vec::new(),
+        Some(caller) => {
+            callerid::find(
+                &state.index,
+                &state.records,
+                state.store.as_ref(),
+                portal.id,
+                caller,
+                req.from_number.extension.as_deref(),
+                state.config.match_cap,
+            )
+            .await?
+        }
     };
 
     let mut headers = HeaderMap::new();
@@ -459,7 +460,14 @@ async fn choose_associations(
 }
 
 /// Validates the body against `CompletedThirdPartyCallRequest`, collecting every error.
-pub fn parse(body: &Value, catalog: &crm::Catalog) -> Result<InboundCallRequest, ApiError> {
+/// A validated inbound call, with the caller's number already parsed (`None` when withheld),
+/// so the hot path parses it once.
+pub struct Parsed {
+    pub request: InboundCallRequest,
+    pub caller: Option<CallerNumber>,
+}
+
+pub fn parse(body: &Value, catalog: &crm::Catalog) -> Result<Parsed, ApiError> {
     let mut errors = Vec::new();
     let Some(obj) = body.as_object() else {
         return Err(ApiError::field(
@@ -580,18 +588,20 @@ pub fn parse(body: &Value, catalog: &crm::Catalog) -> Result<InboundCallRequest,
     if !errors.is_empty() {
         return Err(ApiError::fields(errors));
     }
-    Ok(InboundCallRequest {
+    let (from_number, caller) = from_number.expect("checked");
+    let request = InboundCallRequest {
         create_engagement: create_engagement.expect("checked"),
         engagement_properties: engagement_properties.expect("checked"),
         external_call_id: external_call_id.expect("checked"),
         final_call_status: final_call_status.expect("checked"),
-        from_number: from_number.expect("checked"),
-        to_number: to_number.expect("checked"),
+        from_number,
+        to_number: to_number.expect("checked").0,
         potential_recipient_user_ids: potential.expect("checked"),
         call_started_timestamp,
         duration_seconds,
         user_id,
-    })
+    };
+    Ok(Parsed { request, caller })
 }
 
 fn describe(v: &Value) -> String {
@@ -695,7 +705,7 @@ fn parse_number(
     field: &str,
     allow_withheld: bool,
     errors: &mut Vec<FieldError>,
-) -> Option<FormattedPhoneNumber> {
+) -> Option<(FormattedPhoneNumber, Option<CallerNumber>)> {
     let Some(Value::Object(obj)) = v else {
         errors.push(type_error(
             field,
@@ -706,13 +716,17 @@ fn parse_number(
     };
     let before = errors.len();
     let e164_field = format!("{field}.e164Number");
+    let mut caller = None;
     let e164 = match obj.get("e164Number") {
         Some(Value::String(s)) => {
             if allow_withheld && normalize::is_withheld(s) {
                 Some(s.clone())
             } else {
                 match normalize::parse_caller(s) {
-                    Ok(_) => Some(s.clone()),
+                    Ok(c) => {
+                        caller = Some(c);
+                        Some(s.clone())
+                    }
                     Err(normalize::CallerNumberError::NotE164) => {
                         errors.push(FieldError::new(&e164_field, "INVALID_E164", format!("{e164_field} must be an E.164 number: +, a country code and up to 15 digits with no spaces, such as +442079460958; got \"{s}\"")));
                         None
@@ -753,9 +767,12 @@ fn parse_number(
     if errors.len() > before {
         return None;
     }
-    Some(FormattedPhoneNumber {
-        e164_number: e164?,
-        phone_number_type: kind?,
-        extension,
-    })
+    Some((
+        FormattedPhoneNumber {
+            e164_number: e164?,
+            phone_number_type: kind?,
+            extension,
+        },
+        caller,
+    ))
 }

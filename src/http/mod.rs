@@ -9,10 +9,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::routing::get;
 use utoipa::openapi::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
@@ -98,15 +98,4 @@ async fn request_context(req: Request, next: Next) -> Response {
         response.headers_mut().insert("x-hubspot-correlation-id", v);
     }
     response
-}
-
-/// `State` re-exported for handler signatures.
-pub type AppStateArg = State<Arc<AppState>>;
-
-/// Renders a `Result` where the error side is already an `ApiError`.
-pub fn respond<T: IntoResponse>(r: Result<T, ApiError>) -> Response {
-    match r {
-        Ok(v) => v.into_response(),
-        Err(e) => e.into_response(),
-    }
 }

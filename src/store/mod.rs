@@ -321,6 +321,8 @@ pub trait Store: Send + Sync + 'static {
         limit: i64,
     ) -> StoreResult<Vec<IndexRow>>;
     async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>>;
+    /// The phone rows of some records.
+    async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>>;
 
     async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()>;
     async fn associations(

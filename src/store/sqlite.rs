@@ -666,6 +666,20 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>> {
+        sqlx::query(
+            "SELECT * FROM phones WHERE portal_id = $1 AND object_id IN (SELECT value FROM json_each($2))
+             ORDER BY object_id, property",
+        )
+        .bind(portal_id)
+        .bind(serde_json::to_string(ids).expect("ids serialise"))
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(phone_from_row)
+        .collect()
+    }
+
     async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>> {
         sqlx::query("SELECT * FROM phones WHERE portal_id = $1 ORDER BY object_id, property")
             .bind(portal_id)

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -243,8 +243,4 @@ pub fn error_fields(body: &Value, category: &str) -> Vec<String> {
         .iter()
         .filter_map(|e| e["in"].as_str().map(str::to_string))
         .collect()
-}
-
-pub fn db_exists(p: &Path) -> bool {
-    p.exists()
 }
