@@ -282,12 +282,13 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
             }
         }
     });
-    while let Some(batch) = rx.recv().await {
+    while let Some(mut batch) = rx.recv().await {
+        let written = batch.writes.len() as u64;
         store
             .import_batch(
                 opts.portal_id,
                 object_type,
-                &batch.writes,
+                std::mem::take(&mut batch.writes),
                 &job,
                 batch.last_line,
                 clock::now_ms(),
@@ -298,7 +299,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
                     "import stopped; every row before this batch is saved, re-run to resume: {e}"
                 )
             })?;
-        report.imported += batch.writes.len() as u64;
+        report.imported += written;
         report.rejected += batch.rejects.len() as u64;
         rejects.write(&batch.rejects).map_err(|e| e.to_string())?;
         progress.tick(report.imported + report.rejected, batch.byte, false);

@@ -45,14 +45,15 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<(CallLog, Reply)>) {
     let mut batch: Vec<(CallLog, Reply)> = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (calls, replies): (Vec<CallLog>, Vec<Reply>) = batch.drain(..).unzip();
-        match store.log_calls(&calls).await {
+        let count = calls.len();
+        match store.log_calls(calls).await {
             Ok(done) => {
                 for (reply, logged) in replies.into_iter().zip(done) {
                     let _ = reply.send(Ok(logged));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, calls = calls.len(), "call batch failed; none of it was acknowledged");
+                tracing::error!(error = %e, calls = count, "call batch failed; none of it was acknowledged");
                 for reply in replies {
                     let _ = reply.send(Err(e.to_string()));
                 }

@@ -15,6 +15,7 @@ use async_trait::async_trait;
 
 pub mod group_commit;
 pub mod sqlite;
+mod sqlite_direct;
 
 pub type Properties = BTreeMap<String, String>;
 
@@ -234,6 +235,8 @@ pub enum StoreError {
     Db(#[from] sqlx::Error),
     #[error("migration error: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database error: {0}")]
+    Sqlite(#[from] rusqlite::Error),
     #[error("bad stored data: {0}")]
     Corrupt(String),
 }
@@ -334,7 +337,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Logs inbound calls in one transaction (the group commit), idempotent on
     /// (portal, external call id). The transaction is durable before this returns.
-    async fn log_calls(&self, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>>;
+    async fn log_calls(&self, batch: Vec<CallLog>) -> StoreResult<Vec<CallLogged>>;
 
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()>;
     async fn unignore_number(&self, portal_id: i64, e164: &str) -> StoreResult<bool>;
@@ -388,7 +391,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         portal_id: i64,
         object_type: ObjectType,
-        rows: &[RecordWrite],
+        rows: Vec<RecordWrite>,
         job: &str,
         line: u64,
         now: i64,

@@ -4,7 +4,6 @@
 //! from inbound-call mean "on disk". Throughput comes from group commit (`group_commit.rs`),
 //! not from relaxing this.
 
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -15,6 +14,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::sqlite_direct::{self, ImportJob, Writer};
 use super::*;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -24,6 +24,9 @@ const FIRST_OWNER_ID: i64 = 70_000_001;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The file, for the direct connections of `sqlite_direct.rs`.
+    path: String,
+    writer: Writer,
 }
 
 impl SqliteStore {
@@ -34,13 +37,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
-            .pragma("cache_size", "-65536");
+            .pragma("cache_size", sqlite_direct::CACHE_KIB.to_string());
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        Ok(SqliteStore { pool })
+        let writer = Writer::open(path)?;
+        Ok(SqliteStore {
+            pool,
+            path: path.to_string(),
+            writer,
+        })
     }
 }
 
@@ -104,10 +112,10 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
 
 /// `objects.history_pending`: the record's first properties are its history, not yet written
 /// out as rows; the code says who wrote them.
-const PENDING_IMPORT: i64 = 1;
-const PENDING_INTEGRATION: i64 = 2;
+pub(super) const PENDING_IMPORT: i64 = 1;
+pub(super) const PENDING_INTEGRATION: i64 = 2;
 
-fn pending_source(code: i64) -> &'static str {
+pub(super) fn pending_source(code: i64) -> &'static str {
     if code == PENDING_INTEGRATION {
         "INTEGRATION"
     } else {
@@ -144,7 +152,7 @@ fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
 const RECORD_COLUMNS: &str =
     "id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at";
 
-fn props_json(p: &Properties) -> String {
+pub(super) fn props_json(p: &Properties) -> String {
     serde_json::to_string(p).expect("string map serialises")
 }
 
@@ -188,12 +196,45 @@ async fn replace_phones(
 }
 
 /// Derived properties are recorded as `CALCULATED`, whatever wrote the record.
-fn history_source<'a>(name: &str, source: &'a str) -> &'a str {
+pub(super) fn history_source<'a>(name: &str, source: &'a str) -> &'a str {
     if name.starts_with("hs_calculated_") || name.starts_with("hs_searchable_") {
         "CALCULATED"
     } else {
         source
     }
+}
+
+/// The history entries a write makes: every property whose value changed, and every removed
+/// property as an empty value (`old` is `None` on create).
+pub(super) fn history_changes<'a>(
+    old: Option<&'a Properties>,
+    new: &'a Properties,
+) -> Vec<(&'a str, &'a str)> {
+    let mut changes: Vec<(&str, &str)> = new
+        .iter()
+        .filter(|(k, v)| old.and_then(|o| o.get(*k)) != Some(*v))
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    if let Some(old) = old {
+        changes.extend(
+            old.keys()
+                .filter(|k| !new.contains_key(*k))
+                .map(|k| (k.as_str(), "")),
+        );
+    }
+    changes
+}
+
+/// A repost's properties go over the call's; a repost keeps the call's time unless it sends one.
+pub(super) fn reposted_properties(before: &Properties, call: &CallLog) -> Properties {
+    let mut props = before.clone();
+    props.extend(
+        call.properties
+            .iter()
+            .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    props
 }
 
 /// Appends a history entry for every property whose value changed (`old` is `None` on create).
@@ -207,19 +248,7 @@ async fn write_history(
     source: &str,
 ) -> StoreResult<()> {
     let source = if source.is_empty() { "API" } else { source };
-    let mut changes: Vec<(&str, &str)> = new
-        .iter()
-        .filter(|(k, v)| old.and_then(|o| o.get(*k)) != Some(*v))
-        .map(|(k, v)| (k.as_str(), v.as_str()))
-        .collect();
-    if let Some(old) = old {
-        changes.extend(
-            old.keys()
-                .filter(|k| !new.contains_key(*k))
-                .map(|k| (k.as_str(), "")),
-        );
-    }
-    for (name, value) in changes {
+    for (name, value) in history_changes(old, new) {
         let src = history_source(name, source);
         sqlx::query("INSERT INTO property_history (object_id, name, value, timestamp, source_type) VALUES ($1, $2, $3, $4, $5)")
             .bind(object_id)
@@ -363,7 +392,7 @@ impl Store for SqliteStore {
         last_name: &str,
     ) -> StoreResult<User> {
         let now = crate::clock::now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "INSERT INTO users (id, owner_id, portal_id, email, first_name, last_name, created_at, updated_at)
              VALUES ((SELECT COALESCE(MAX(id) + 1, $1) FROM users),
@@ -402,7 +431,7 @@ impl Store for SqliteStore {
         associations: &[Association],
         now: i64,
     ) -> StoreResult<Record> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO objects (portal_id, object_type, properties, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $4) RETURNING id",
@@ -445,7 +474,7 @@ impl Store for SqliteStore {
         write: RecordWrite,
         now: i64,
     ) -> StoreResult<(Record, Vec<PhoneRow>)> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let before = sqlx::query(
             "SELECT properties, created_at, history_pending FROM objects WHERE id = $1 AND portal_id = $2 AND object_type = $3 AND archived = 0",
         )
@@ -506,7 +535,7 @@ impl Store for SqliteStore {
         id: i64,
         now: i64,
     ) -> StoreResult<Vec<PhoneRow>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query(
             "UPDATE objects SET archived = 1, archived_at = $1, updated_at = $1
              WHERE id = $2 AND portal_id = $3 AND object_type = $4 AND archived = 0",
@@ -545,25 +574,9 @@ impl Store for SqliteStore {
             .transpose()
     }
 
-    /// The unary `+` on `portal_id` keeps SQLite from choosing the portal index (a scan of the
-    /// whole portal) over the primary key: caller ID spent 90 % of its time there.
+    /// Caller ID reads here when a record is not cached, so it runs on the calling thread.
     async fn records_by_ids(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<Record>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM objects
-             WHERE +portal_id = $1 AND id IN (SELECT value FROM json_each($2))"
-        );
-        let ids_json = serde_json::to_string(ids).expect("ids serialise");
-        sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(portal_id)
-            .bind(ids_json)
-            .fetch_all(&self.pool)
-            .await?
-            .iter()
-            .map(record_from_row)
-            .collect()
+        sqlite_direct::records_by_ids(&self.path, portal_id, ids)
     }
 
     async fn list_records(
@@ -691,7 +704,7 @@ impl Store for SqliteStore {
     }
 
     async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_associations(&mut tx, portal_id, pairs).await?;
         tx.commit().await?;
         Ok(())
@@ -703,168 +716,11 @@ impl Store for SqliteStore {
         from_id: i64,
         to_type: ObjectType,
     ) -> StoreResult<Vec<Association>> {
-        let rows = sqlx::query(
-            "SELECT a.* FROM associations a JOIN objects o ON o.id = a.to_id
-             WHERE a.portal_id = $1 AND a.from_id = $2 AND a.to_type = $3 AND o.archived = 0
-             ORDER BY a.to_id, a.type_id",
-        )
-        .bind(portal_id)
-        .bind(from_id)
-        .bind(to_type.type_id())
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let ft: String = r.try_get("from_type")?;
-                let tt: String = r.try_get("to_type")?;
-                Ok(Association {
-                    from_id: r.try_get("from_id")?,
-                    to_id: r.try_get("to_id")?,
-                    type_id: r.try_get("type_id")?,
-                    category: r.try_get("category")?,
-                    from_type: ObjectType::from_type_id(&ft)
-                        .ok_or_else(|| StoreError::Corrupt(ft.clone()))?,
-                    to_type: ObjectType::from_type_id(&tt)
-                        .ok_or_else(|| StoreError::Corrupt(tt.clone()))?,
-                })
-            })
-            .collect()
+        sqlite_direct::associations(&self.path, portal_id, from_id, to_type)
     }
 
-    async fn log_calls(&self, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>> {
-        let mut tx = self.pool.begin().await?;
-        // Which (portal, externalCallId) already have a call: one query for the batch.
-        let keys: Vec<(i64, &str)> = batch
-            .iter()
-            .map(|c| (c.portal_id, c.external_call_id.as_str()))
-            .collect();
-        let rows = sqlx::query(
-            "SELECT i.portal_id, i.external_call_id, i.call_id FROM json_each($1) AS j
-             CROSS JOIN inbound_calls AS i
-               ON i.portal_id = json_extract(j.value, '$[0]') AND i.external_call_id = json_extract(j.value, '$[1]')",
-        )
-        .bind(serde_json::to_string(&keys).expect("keys serialise"))
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut known: HashMap<(i64, String), i64> = HashMap::new();
-        for r in rows {
-            known.insert(
-                (r.try_get("portal_id")?, r.try_get("external_call_id")?),
-                r.try_get("call_id")?,
-            );
-        }
-        let mut next: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM objects")
-            .fetch_one(&mut *tx)
-            .await?;
-        let mut out = Vec::with_capacity(batch.len());
-        let mut created: Vec<(i64, &CallLog)> = Vec::new();
-        let mut updates: Vec<(i64, &CallLog)> = Vec::new();
-        for call in batch {
-            let key = (call.portal_id, call.external_call_id.clone());
-            match known.get(&key) {
-                Some(&id) => {
-                    updates.push((id, call));
-                    out.push(CallLogged {
-                        call_id: id,
-                        created: false,
-                    });
-                }
-                None => {
-                    let id = next;
-                    next += 1;
-                    known.insert(key, id);
-                    created.push((id, call));
-                    out.push(CallLogged {
-                        call_id: id,
-                        created: true,
-                    });
-                }
-            }
-        }
-        // New calls: multi-row inserts; their history is their first properties (pending).
-        for chunk in created.chunks(IMPORT_CHUNK) {
-            let sql = values_sql(
-                "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending) VALUES ",
-                7,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, c) in chunk {
-                q = q
-                    .bind(*id)
-                    .bind(c.portal_id)
-                    .bind(ObjectType::Call.type_id())
-                    .bind(props_json(&c.properties))
-                    .bind(c.at)
-                    .bind(c.at)
-                    .bind(PENDING_INTEGRATION);
-            }
-            q.execute(&mut *tx).await?;
-            let sql = values_sql(
-                "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES ",
-                3,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, c) in chunk {
-                q = q.bind(c.portal_id).bind(&c.external_call_id).bind(*id);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        // Reposts: merge the new properties over the call's, in batch order.
-        for (id, call) in &updates {
-            repost(&mut tx, *id, call).await?;
-        }
-        let mut pairs = Vec::new();
-        let mut last_call: HashMap<(i64, i64), i64> = HashMap::new();
-        for (call, logged) in batch.iter().zip(&out) {
-            for &(ty, id, call_to, to_call) in &call.associations {
-                pairs.push((
-                    call.portal_id,
-                    Association {
-                        from_id: logged.call_id,
-                        from_type: ObjectType::Call,
-                        to_id: id,
-                        to_type: ty,
-                        category: "HUBSPOT_DEFINED".into(),
-                        type_id: call_to,
-                    },
-                ));
-                pairs.push((
-                    call.portal_id,
-                    Association {
-                        from_id: id,
-                        from_type: ty,
-                        to_id: logged.call_id,
-                        to_type: ObjectType::Call,
-                        category: "HUBSPOT_DEFINED".into(),
-                        type_id: to_call,
-                    },
-                ));
-            }
-            for id in &call.called_ids {
-                let at = last_call.entry((call.portal_id, *id)).or_insert(call.at);
-                *at = (*at).max(call.at);
-            }
-        }
-        insert_association_rows(&mut tx, &pairs).await?;
-        if !last_call.is_empty() {
-            let moves: Vec<(i64, i64, i64)> = last_call
-                .into_iter()
-                .map(|((p, id), at)| (p, id, at))
-                .collect();
-            sqlx::query(
-                "UPDATE objects SET last_call_at = MAX(COALESCE(objects.last_call_at, 0), v.at)
-                 FROM (SELECT json_extract(value, '$[0]') AS portal_id, json_extract(value, '$[1]') AS id,
-                              json_extract(value, '$[2]') AS at FROM json_each($1)) AS v
-                 WHERE objects.id = v.id AND objects.portal_id = v.portal_id",
-            )
-            .bind(serde_json::to_string(&moves).expect("moves serialise"))
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(out)
+    async fn log_calls(&self, batch: Vec<CallLog>) -> StoreResult<Vec<CallLogged>> {
+        self.writer.log_calls(batch).await
     }
 
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()> {
@@ -910,7 +766,7 @@ impl Store for SqliteStore {
     }
 
     async fn delete_record(&self, portal_id: i64, id: i64) -> StoreResult<Vec<PhoneRow>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let done = sqlx::query("DELETE FROM objects WHERE id = $1 AND portal_id = $2")
             .bind(id)
             .bind(portal_id)
@@ -1108,77 +964,21 @@ impl Store for SqliteStore {
         &self,
         portal_id: i64,
         object_type: ObjectType,
-        rows: &[RecordWrite],
+        rows: Vec<RecordWrite>,
         job: &str,
         line: u64,
         now: i64,
     ) -> StoreResult<Vec<i64>> {
-        let mut tx = self.pool.begin().await?;
-        let max: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM objects")
-            .fetch_one(&mut *tx)
-            .await?;
-        let ids: Vec<i64> = (1..=rows.len() as i64).map(|i| max + i).collect();
-        // Multi-row statements: one statement per chunk instead of one per row.
-        for (chunk_no, chunk) in rows.chunks(IMPORT_CHUNK).enumerate() {
-            let base = chunk_no * IMPORT_CHUNK;
-            let sql = values_sql(
-                "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending) VALUES ",
-                7,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (i, w) in chunk.iter().enumerate() {
-                q = q
-                    .bind(ids[base + i])
-                    .bind(portal_id)
-                    .bind(object_type.type_id())
-                    .bind(props_json(&w.properties))
-                    .bind(now)
-                    .bind(now)
-                    .bind(PENDING_IMPORT);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        let phones: Vec<(i64, &PhoneRow)> = rows
-            .iter()
-            .zip(&ids)
-            .flat_map(|(w, id)| w.phones.iter().map(move |p| (*id, p)))
-            .collect();
-        for chunk in phones.chunks(IMPORT_CHUNK) {
-            let sql = values_sql(
-                "INSERT INTO phones (object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region) VALUES ",
-                10,
-                chunk.len(),
-            );
-            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-            for (id, p) in chunk {
-                q = q
-                    .bind(*id)
-                    .bind(&p.property)
-                    .bind(portal_id)
-                    .bind(object_type.type_id())
-                    .bind(&p.raw)
-                    .bind(&p.e164)
-                    .bind(p.national_key)
-                    .bind(&p.extension)
-                    .bind(&p.source)
-                    .bind(&p.region);
-            }
-            q.execute(&mut *tx).await?;
-        }
-        sqlx::query(
-            "INSERT INTO imports (job, portal_id, object_type, line, updated_at) VALUES ($1, $2, $3, $4, $5)
-             ON CONFLICT (job) DO UPDATE SET line = excluded.line, updated_at = excluded.updated_at",
-        )
-        .bind(job)
-        .bind(portal_id)
-        .bind(object_type.type_id())
-        .bind(line as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(ids)
+        self.writer
+            .import_batch(ImportJob {
+                portal_id,
+                object_type,
+                rows,
+                job: job.to_string(),
+                line,
+                now,
+            })
+            .await
     }
 
     async fn import_checkpoint(&self, job: &str) -> StoreResult<Option<u64>> {
@@ -1208,51 +1008,11 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        self.writer.close();
         // A checkpoint folds the WAL back into the main file, so a copied .db file is complete.
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.pool)
             .await;
         self.pool.close().await;
     }
-}
-
-/// A repost of a known externalCallId: its new properties go over the call's (a repost keeps
-/// the call's time unless it sends one), and the change enters the call's history.
-async fn repost(tx: &mut Transaction<'_, Sqlite>, id: i64, call: &CallLog) -> StoreResult<()> {
-    let row =
-        sqlx::query("SELECT properties, created_at, history_pending FROM objects WHERE id = $1")
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-    let before: Properties = serde_json::from_str(&row.try_get::<String, _>("properties")?)
-        .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
-    let pending: i64 = row.try_get("history_pending")?;
-    if pending != 0 {
-        write_history(
-            tx,
-            id,
-            None,
-            &before,
-            row.try_get("created_at")?,
-            pending_source(pending),
-        )
-        .await?;
-    }
-    let mut props = before.clone();
-    props.extend(
-        call.properties
-            .iter()
-            .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-    write_history(tx, id, Some(&before), &props, call.at, "INTEGRATION").await?;
-    sqlx::query(
-        "UPDATE objects SET properties = $1, updated_at = $2, archived = 0, archived_at = NULL, history_pending = 0 WHERE id = $3",
-    )
-    .bind(props_json(&props))
-    .bind(call.at)
-    .bind(id)
-    .execute(&mut **tx)
-    .await?;
-    Ok(())
 }

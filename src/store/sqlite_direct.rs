@@ -1,0 +1,401 @@
+//! The paths that run while a phone rings, on rusqlite connections instead of sqlx's.
+//!
+//! Why: sqlx runs every SQLite connection on a worker thread of its own, so each statement is a
+//! round trip between threads, and on these VMs one costs 50–60 µs (`../shared/docs/stack.md`).
+//! A caller-ID lookup that missed the record cache paid one; a batch of logged calls paid eight,
+//! and waited for a pool connection behind readers. Here:
+//!
+//! - a read runs on the calling thread, on a connection of that thread's own: a primary-key
+//!   read of a page in memory takes microseconds, less than the hop it replaces;
+//! - writes that must be fast (call batches, import batches) go to one writer thread that owns
+//!   its connection and runs the whole transaction there: one hop per batch.
+//!
+//! Both connections use the same file, WAL and `synchronous=FULL` as the sqlx pool, and every
+//! write transaction here starts with `BEGIN IMMEDIATE`, so it never fails half-way on a lock.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::sqlite::{
+    PENDING_IMPORT, PENDING_INTEGRATION, history_changes, history_source, pending_source,
+    props_json, reposted_properties,
+};
+use super::*;
+
+const RECORD_BY_ID: &str = "SELECT id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at
+     FROM objects WHERE id = ?1 AND portal_id = ?2";
+
+/// Page cache per connection, in KiB (negative, as SQLite takes it). Small on purpose: SQLite
+/// empties a reader's cache whenever another connection has committed, and clears pages on
+/// every commit with a walk whose cost grows with the cache, so a big cache cost more than it
+/// saved (a 64 MiB cache took a quarter of the writer's time). The OS page cache holds the file.
+/// No `mmap_size` either: the file grows with every batch, and each growth remapped every
+/// reader's mapping.
+pub(super) const CACHE_KIB: i64 = -8192;
+
+fn configure(conn: &Connection) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", CACHE_KIB)?;
+    Ok(())
+}
+
+thread_local! {
+    /// One read connection per thread and database file. Tokio's worker threads live as long as
+    /// the runtime, so these are opened once per worker.
+    static READERS: RefCell<HashMap<String, Connection>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` on this thread's read connection to `path`, opening it on first use.
+fn with_reader<T>(path: &str, f: impl FnOnce(&Connection) -> StoreResult<T>) -> StoreResult<T> {
+    READERS.with(|readers| {
+        let mut readers = readers.borrow_mut();
+        if !readers.contains_key(path) {
+            let conn = Connection::open(path)?;
+            configure(&conn)?;
+            conn.pragma_update(None, "query_only", "ON")?;
+            readers.insert(path.to_string(), conn);
+        }
+        f(&readers[path])
+    })
+}
+
+/// Reads records by id on the calling thread. Only committed data is visible, as from any
+/// other connection, so the record cache's epoch check works the same as with the pool.
+pub fn records_by_ids(path: &str, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<Record>> {
+    with_reader(path, |conn| {
+        let mut stmt = conn.prepare_cached(RECORD_BY_ID)?;
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(r) = stmt
+                .query_row(params![id, portal_id], record_from_row)
+                .optional()?
+            {
+                out.push(r?);
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// A record's live associations to records of one type; inbound-call reads a contact's
+/// companies on every logged call.
+pub fn associations(
+    path: &str,
+    portal_id: i64,
+    from_id: i64,
+    to_type: ObjectType,
+) -> StoreResult<Vec<Association>> {
+    with_reader(path, |conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT a.from_id, a.to_id, a.type_id, a.category, a.from_type
+             FROM associations a JOIN objects o ON o.id = a.to_id
+             WHERE a.from_id = ?1 AND a.to_type = ?2 AND a.portal_id = ?3 AND o.archived = 0
+             ORDER BY a.to_id, a.type_id",
+        )?;
+        let rows = stmt.query_map(params![from_id, to_type.type_id(), portal_id], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (from_id, to_id, type_id, category, from_type) = row?;
+            out.push(Association {
+                from_id,
+                from_type: ObjectType::from_type_id(&from_type)
+                    .ok_or_else(|| StoreError::Corrupt(format!("object type {from_type}")))?,
+                to_id,
+                to_type,
+                category,
+                type_id,
+            });
+        }
+        Ok(out)
+    })
+}
+
+fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Record>> {
+    let ty: String = row.get(1)?;
+    let props: String = row.get(2)?;
+    let Some(object_type) = ObjectType::from_type_id(&ty) else {
+        return Ok(Err(StoreError::Corrupt(format!("object type {ty}"))));
+    };
+    let properties = match serde_json::from_str(&props) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(StoreError::Corrupt(format!("properties: {e}")))),
+    };
+    Ok(Ok(Record {
+        id: row.get(0)?,
+        object_type,
+        properties,
+        created_at: row.get(3)?,
+        updated_at: row.get(4)?,
+        archived: row.get::<_, i64>(5)? != 0,
+        archived_at: row.get(6)?,
+        last_call_at: row.get(7)?,
+    }))
+}
+
+/// A batch of imported rows and where it ends in the file.
+pub struct ImportJob {
+    pub portal_id: i64,
+    pub object_type: ObjectType,
+    pub rows: Vec<RecordWrite>,
+    pub job: String,
+    pub line: u64,
+    pub now: i64,
+}
+
+enum Job {
+    LogCalls(Vec<CallLog>, oneshot::Sender<StoreResult<Vec<CallLogged>>>),
+    Import(ImportJob, oneshot::Sender<StoreResult<Vec<i64>>>),
+}
+
+/// The writer thread. Dropping the last sender (see [`Writer::close`]) ends it.
+pub struct Writer {
+    tx: Mutex<Option<mpsc::Sender<Job>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Writer {
+    pub fn open(path: &str) -> StoreResult<Self> {
+        let mut conn = Connection::open(path)?;
+        configure(&conn)?;
+        let (tx, rx) = mpsc::channel::<Job>();
+        let thread = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || {
+                for job in rx {
+                    match job {
+                        Job::LogCalls(calls, reply) => {
+                            let _ = reply.send(log_calls(&mut conn, &calls));
+                        }
+                        Job::Import(job, reply) => {
+                            let _ = reply.send(import_batch(&mut conn, &job));
+                        }
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
+        Ok(Writer {
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    async fn run<T>(&self, make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.tx.lock().expect("writer lock").as_ref() {
+            Some(tx) => tx.send(make(reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::Corrupt("the store is closed".into()));
+        }
+        rx.await
+            .map_err(|_| StoreError::Corrupt("the writer thread stopped".into()))?
+    }
+
+    pub async fn log_calls(&self, calls: Vec<CallLog>) -> StoreResult<Vec<CallLogged>> {
+        self.run(|reply| Job::LogCalls(calls, reply)).await
+    }
+
+    pub async fn import_batch(&self, job: ImportJob) -> StoreResult<Vec<i64>> {
+        self.run(|reply| Job::Import(job, reply)).await
+    }
+
+    /// Finishes the jobs already sent, then closes the connection.
+    pub fn close(&self) {
+        self.tx.lock().expect("writer lock").take();
+        if let Some(t) = self.thread.lock().expect("writer lock").take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Logs a batch of calls in one transaction: a new externalCallId makes a call, a known one
+/// updates its call (a repost), in batch order.
+fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut out = Vec::with_capacity(batch.len());
+    {
+        let mut find = tx.prepare_cached(
+            "SELECT call_id FROM inbound_calls WHERE portal_id = ?1 AND external_call_id = ?2",
+        )?;
+        let mut insert_call = tx.prepare_cached(
+            "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        )?;
+        let mut insert_key = tx.prepare_cached(
+            "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES (?1, ?2, ?3)",
+        )?;
+        let mut associate = tx.prepare_cached(
+            "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'HUBSPOT_DEFINED')",
+        )?;
+        let mut last_call = tx.prepare_cached(
+            "UPDATE objects SET last_call_at = MAX(COALESCE(last_call_at, 0), ?1)
+             WHERE id = ?2 AND portal_id = ?3",
+        )?;
+        let mut next: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM objects", [], |r| {
+                r.get(0)
+            })?;
+        for call in batch {
+            let known: Option<i64> = find
+                .query_row(params![call.portal_id, call.external_call_id], |r| r.get(0))
+                .optional()?;
+            let logged = match known {
+                Some(id) => {
+                    repost(&tx, id, call)?;
+                    CallLogged {
+                        call_id: id,
+                        created: false,
+                    }
+                }
+                None => {
+                    let id = next;
+                    next += 1;
+                    // Its history is its first properties, written out only if it changes.
+                    insert_call.execute(params![
+                        id,
+                        call.portal_id,
+                        ObjectType::Call.type_id(),
+                        props_json(&call.properties),
+                        call.at,
+                        PENDING_INTEGRATION
+                    ])?;
+                    insert_key.execute(params![call.portal_id, call.external_call_id, id])?;
+                    CallLogged {
+                        call_id: id,
+                        created: true,
+                    }
+                }
+            };
+            for &(ty, id, call_to, to_call) in &call.associations {
+                let call_type = ObjectType::Call.type_id();
+                associate.execute(params![
+                    logged.call_id,
+                    id,
+                    call_to,
+                    call.portal_id,
+                    call_type,
+                    ty.type_id()
+                ])?;
+                associate.execute(params![
+                    id,
+                    logged.call_id,
+                    to_call,
+                    call.portal_id,
+                    ty.type_id(),
+                    call_type
+                ])?;
+            }
+            for id in &call.called_ids {
+                last_call.execute(params![call.at, id, call.portal_id])?;
+            }
+            out.push(logged);
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+/// A repost of a known externalCallId: its new properties go over the call's, and the change
+/// enters the call's history.
+fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResult<()> {
+    let (props, created_at, pending): (String, i64, i64) = tx.query_row(
+        "SELECT properties, created_at, history_pending FROM objects WHERE id = ?1",
+        [id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let before: Properties = serde_json::from_str(&props)
+        .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
+    let mut history = tx.prepare_cached(
+        "INSERT INTO property_history (object_id, name, value, timestamp, source_type) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    if pending != 0 {
+        for (name, value) in history_changes(None, &before) {
+            let src = history_source(name, pending_source(pending));
+            history.execute(params![id, name, value, created_at, src])?;
+        }
+    }
+    let after = reposted_properties(&before, call);
+    for (name, value) in history_changes(Some(&before), &after) {
+        let src = history_source(name, "INTEGRATION");
+        history.execute(params![id, name, value, call.at, src])?;
+    }
+    tx.execute(
+        "UPDATE objects SET properties = ?1, updated_at = ?2, archived = 0, archived_at = NULL, history_pending = 0 WHERE id = ?3",
+        params![props_json(&after), call.at, id],
+    )?;
+    Ok(())
+}
+
+/// Imported rows and the file checkpoint, in one transaction: a re-run resumes after the last
+/// batch that committed, so no row is written twice.
+fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let ty = job.object_type.type_id();
+    let mut ids = Vec::with_capacity(job.rows.len());
+    {
+        let max: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| {
+            r.get(0)
+        })?;
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+        )?;
+        let mut phone = tx.prepare_cached(
+            "INSERT INTO phones (object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        )?;
+        for (i, w) in job.rows.iter().enumerate() {
+            let id = max + 1 + i as i64;
+            insert.execute(params![
+                id,
+                job.portal_id,
+                ty,
+                props_json(&w.properties),
+                job.now,
+                PENDING_IMPORT
+            ])?;
+            for p in &w.phones {
+                phone.execute(params![
+                    id,
+                    p.property,
+                    job.portal_id,
+                    ty,
+                    p.raw,
+                    p.e164,
+                    p.national_key,
+                    p.extension,
+                    p.source,
+                    p.region
+                ])?;
+            }
+            ids.push(id);
+        }
+        tx.execute(
+            "INSERT INTO imports (job, portal_id, object_type, line, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (job) DO UPDATE SET line = excluded.line, updated_at = excluded.updated_at",
+            params![job.job, job.portal_id, ty, job.line as i64, job.now],
+        )?;
+    }
+    tx.commit()?;
+    Ok(ids)
+}
