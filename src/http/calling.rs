@@ -346,6 +346,11 @@ async fn build_call_log(
         );
     }
     props.extend(req.engagement_properties.clone());
+    // A repost finds its call by this property, so engagementProperties cannot move it.
+    props.insert(
+        "hs_call_external_id".to_string(),
+        req.external_call_id.clone(),
+    );
     let associations = choose_associations(state, portal_id, mode, matches).await?;
     // "The record with the most recent call" (ranking rule 4) means the records the call was
     // logged on; when the mode logs it on nothing, the caller it was shown as.
@@ -700,10 +705,11 @@ fn parse_engagement_properties(
     (errors.len() == before).then_some(out)
 }
 
+/// `is_caller`: the fromNumber, which may be withheld and is parsed for matching.
 fn parse_number(
     v: Option<&Value>,
     field: &str,
-    allow_withheld: bool,
+    is_caller: bool,
     errors: &mut Vec<FieldError>,
 ) -> Option<(FormattedPhoneNumber, Option<CallerNumber>)> {
     let Some(Value::Object(obj)) = v else {
@@ -719,14 +725,17 @@ fn parse_number(
     let mut caller = None;
     let e164 = match obj.get("e164Number") {
         Some(Value::String(s)) => {
-            if allow_withheld && normalize::is_withheld(s) {
+            if is_caller && normalize::is_withheld(s) {
                 Some(s.clone())
             } else {
-                match normalize::parse_caller(s) {
-                    Ok(c) => {
-                        caller = Some(c);
-                        Some(s.clone())
-                    }
+                // The caller's number is parsed for matching; the callee's is only checked.
+                let checked = if is_caller {
+                    normalize::parse_caller(s).map(|c| caller = Some(c))
+                } else {
+                    normalize::check_e164(s)
+                };
+                match checked {
+                    Ok(()) => Some(s.clone()),
                     Err(normalize::CallerNumberError::NotE164) => {
                         errors.push(FieldError::new(&e164_field, "INVALID_E164", format!("{e164_field} must be an E.164 number: +, a country code and up to 15 digits with no spaces, such as +442079460958; got \"{s}\"")));
                         None

@@ -233,15 +233,17 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(batch.len());
     {
+        // The call with this externalCallId, archived or not (a repost restores it); the
+        // objects_external_id index answers it, so no table of keys has to be kept in step.
         let mut find = tx.prepare_cached(
-            "SELECT call_id FROM inbound_calls WHERE portal_id = ?1 AND external_call_id = ?2",
+            "SELECT id FROM objects
+             WHERE portal_id = ?1 AND object_type = ?2
+               AND json_extract(properties, '$.hs_call_external_id') = ?3
+             ORDER BY id LIMIT 1",
         )?;
         let mut insert_call = tx.prepare_cached(
             "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        )?;
-        let mut insert_key = tx.prepare_cached(
-            "INSERT INTO inbound_calls (portal_id, external_call_id, call_id) VALUES (?1, ?2, ?3)",
         )?;
         let mut associate = tx.prepare_cached(
             "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
@@ -257,7 +259,10 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
             })?;
         for call in batch {
             let known: Option<i64> = find
-                .query_row(params![call.portal_id, call.external_call_id], |r| r.get(0))
+                .query_row(
+                    params![call.portal_id, ObjectType::Call.type_id(), call.external_call_id],
+                    |r| r.get(0),
+                )
                 .optional()?;
             let logged = match known {
                 Some(id) => {
@@ -279,7 +284,6 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
                         call.at,
                         PENDING_INTEGRATION
                     ])?;
-                    insert_key.execute(params![call.portal_id, call.external_call_id, id])?;
                     CallLogged {
                         call_id: id,
                         created: true,
