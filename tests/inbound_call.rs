@@ -395,6 +395,31 @@ async fn a_logged_call_has_hubspots_properties_and_associations_and_reposts_upda
     .await;
     assert_eq!(found["id"], call_id);
 
+    // A repost finds its call by externalCallId even when engagementProperties tries to rename
+    // it, and restores an archived call rather than making a second one.
+    body["engagementProperties"] = json!({"hs_call_external_id": "renamed"});
+    let (s, headers, _) = post(&server.url(INBOUND), &token, &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(headers["x-switchboard-call-id"].to_str().unwrap(), call_id);
+    let (s, _) = http_delete(
+        &server.url(&format!("/crm/v3/objects/calls/{call_id}")),
+        &token,
+    )
+    .await;
+    assert_eq!(s, 204);
+    let (s, headers, _) = post(&server.url(INBOUND), &token, &body).await;
+    assert_eq!(s, 200);
+    assert_eq!(headers["x-switchboard-call-id"].to_str().unwrap(), call_id);
+    let (s, call) = get(
+        &server.url(&format!(
+            "/crm/v3/objects/calls/{call_id}?properties=hs_call_external_id"
+        )),
+        &token,
+    )
+    .await;
+    assert_eq!(s, 200, "the repost restored the archived call: {call}");
+    assert_eq!(call["properties"]["hs_call_external_id"], "call-42");
+
     // The date-versioned twins are the same endpoint; an unknown version is a 404.
     for v in ["2025-09", "2026-03", "2026-09"] {
         let (s, _, r) = post(

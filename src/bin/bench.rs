@@ -170,7 +170,10 @@ fn start(bin: &Path, db: &Path) -> Server {
         ])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(match std::env::var_os("BENCH_SERVER_LOG") {
+            Some(path) => Stdio::from(std::fs::File::create(path).expect("BENCH_SERVER_LOG")),
+            None => Stdio::null(),
+        })
         .spawn()
         .expect("spawn server");
     let mut reader = BufReader::new(child.stdout.take().unwrap());
@@ -396,6 +399,22 @@ struct Phase {
 }
 
 impl Phase {
+    fn empty() -> Self {
+        Phase {
+            requests: 0,
+            seconds: 0.0,
+            errors: 0,
+            latencies_us: Vec::new(),
+        }
+    }
+    /// Adds a slice of the same phase measured in another round.
+    fn absorb(&mut self, other: Phase) {
+        self.requests += other.requests;
+        self.seconds += other.seconds;
+        self.errors += other.errors;
+        self.latencies_us.extend(other.latencies_us);
+        self.latencies_us.sort_unstable();
+    }
     fn rps(&self) -> f64 {
         self.requests as f64 / self.seconds
     }
@@ -428,6 +447,9 @@ struct Load {
     token: String,
     conns: usize,
     contacts: u64,
+    /// Request sequence over the whole run, so that no slice repeats another's callers (a
+    /// repeat would be served from the record cache and flatter the lookup figures).
+    next: Arc<AtomicU64>,
 }
 
 async fn drive(load: &Load, kind: Kind, secs: u64, rate: Option<f64>, run: &str) -> Phase {
@@ -436,7 +458,7 @@ async fn drive(load: &Load, kind: Kind, secs: u64, rate: Option<f64>, run: &str)
         _ => "/crm/v3/extensions/calling/inbound-call",
     };
     let (addr, token, conns, contacts) = (&load.addr, &load.token, load.conns, load.contacts);
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = load.next.clone();
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut tasks = Vec::new();
@@ -629,6 +651,7 @@ fn main() {
         token: token.clone(),
         conns: a.connections,
         contacts: a.contacts,
+        next: Arc::new(AtomicU64::new(0)),
     };
     let info = rt.block_on(async {
         let mut c = Conn::open(&load.addr).await;
@@ -648,29 +671,51 @@ fn main() {
         field("indexBytesPerNumber"),
         field("indexedNumbers"),
     );
-    let mut results: BTreeMap<&str, (Phase, Phase)> = BTreeMap::new();
-    let mut profile = String::new();
-    for (name, kind) in [
+    // The three phases are interleaved in rounds rather than run one after another: on a shared
+    // VM the machine's speed drifts by tens of percent within a minute, and a drift must hit
+    // the baseline and the calls alike for their ratio to mean anything.
+    const ROUNDS: u64 = 5;
+    let slice = (a.seconds / ROUNDS).max(1);
+    let kinds = [
         ("1 baseline (echo)", Kind::Baseline),
         ("2 lookup-only", Kind::Lookup),
         ("3 logging", Kind::Logging),
-    ] {
-        // Warm up, then saturate, then hold half the saturated rate.
+    ];
+    let mut results: BTreeMap<&str, (Phase, Phase)> = BTreeMap::new();
+    let mut round_rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    let mut profile = String::new();
+    for (name, kind) in kinds {
         rt.block_on(drive(&load, kind, 2, None, &format!("{run}w{name}")));
-        let sat = rt.block_on(drive(
-            &load,
-            kind,
-            a.seconds,
-            None,
-            &format!("{run}s{name}"),
-        ));
-        let half = rt.block_on(drive(
-            &load,
-            kind,
-            a.seconds,
-            Some(sat.rps() / 2.0),
-            &format!("{run}h{name}"),
-        ));
+        results.insert(name, (Phase::empty(), Phase::empty()));
+    }
+    for round in 0..ROUNDS {
+        for (name, kind) in kinds {
+            let sat = rt.block_on(drive(
+                &load,
+                kind,
+                slice,
+                None,
+                &format!("{run}s{round}{name}"),
+            ));
+            round_rps.entry(name).or_default().push(sat.rps());
+            results.get_mut(name).unwrap().0.absorb(sat);
+        }
+    }
+    // Then each kind at half its saturated rate, interleaved the same way.
+    for round in 0..ROUNDS {
+        for (name, kind) in kinds {
+            let rate = results[name].0.rps() / 2.0;
+            let half = rt.block_on(drive(
+                &load,
+                kind,
+                slice,
+                Some(rate),
+                &format!("{run}h{round}{name}"),
+            ));
+            results.get_mut(name).unwrap().1.absorb(half);
+        }
+    }
+    for (name, (sat, half)) in &results {
         eprintln!(
             "{name}: {:.0} req/s saturated (p50 {:.2} ms, p99 {:.2} ms); at half rate p99 {:.2} ms",
             sat.rps(),
@@ -678,7 +723,6 @@ fn main() {
             sat.pct(0.99),
             half.pct(0.99)
         );
-        results.insert(name, (sat, half));
     }
     if a.profile {
         // A separate saturated lookup phase under `perf record`, so sampling does not slow the
@@ -699,16 +743,24 @@ fn main() {
     let base = results["1 baseline (echo)"].0.rps();
     let mut section = String::new();
     section.push_str(&format!(
-        "## {} contacts\n\nMachine: {}. Command: `{command}` ({} connections, {} s per phase, load generator in the same process tree, sharing the cores).\n\n",
+        "## {} contacts\n\nMachine: {}. Command: `{command}` ({} connections; {} s per phase, run as {ROUNDS} interleaved rounds of {slice} s (baseline, lookup, logging, again) saturated, then the same at half each saturated rate; load generator in the same process tree, sharing the cores).\n\n",
         a.contacts,
         machine(),
         a.connections,
-        a.seconds
+        slice * ROUNDS
     ));
-    section.push_str("| Phase | Throughput (req/s) | Ratio to baseline | p50 (ms) | p99 (ms) | p99.9 (ms) | p50 at half rate (ms) | p99 at half rate (ms) | Errors |\n|---|---|---|---|---|---|---|---|---|\n");
+    section.push_str("| Phase | Throughput (req/s) | Ratio to baseline | Ratio, lowest and highest round | p50 (ms) | p99 (ms) | p99.9 (ms) | p50 at half rate (ms) | p99 at half rate (ms) | Errors |\n|---|---|---|---|---|---|---|---|---|---|\n");
+    let base_rounds = &round_rps["1 baseline (echo)"];
     for (name, (sat, half)) in &results {
+        let ratios: Vec<f64> = round_rps[name]
+            .iter()
+            .zip(base_rounds)
+            .map(|(r, b)| r / b)
+            .collect();
+        let lo = ratios.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = ratios.iter().copied().fold(0.0, f64::max);
         section.push_str(&format!(
-            "| {} | {:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
+            "| {} | {:.0} | {:.2} | {lo:.2}–{hi:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} |\n",
             &name[2..],
             sat.rps(),
             sat.rps() / base,

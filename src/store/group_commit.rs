@@ -13,6 +13,9 @@ use super::{CallLog, CallLogged, DynStore, StoreError};
 /// The most calls one transaction carries; bounds the latency a batch adds.
 const MAX_BATCH: usize = 256;
 
+/// A batch slower than this is logged: every caller in it waited that long for its 200.
+const SLOW_BATCH: std::time::Duration = std::time::Duration::from_millis(10);
+
 type Reply = oneshot::Sender<Result<CallLogged, String>>;
 
 /// Handle to the writer task. Cloning is cheap; the task ends when every handle is dropped.
@@ -46,7 +49,17 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<(CallLog, Reply)>) {
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (calls, replies): (Vec<CallLog>, Vec<Reply>) = batch.drain(..).unzip();
         let count = calls.len();
-        match store.log_calls(calls).await {
+        let started = std::time::Instant::now();
+        let result = store.log_calls(calls).await;
+        let took = started.elapsed();
+        if took > SLOW_BATCH {
+            tracing::warn!(
+                calls = count,
+                ms = took.as_millis() as u64,
+                "slow call batch: its callers waited for the disk"
+            );
+        }
+        match result {
             Ok(done) => {
                 for (reply, logged) in replies.into_iter().zip(done) {
                     let _ = reply.send(Ok(logged));

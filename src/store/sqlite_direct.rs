@@ -150,6 +150,14 @@ fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Reco
     }))
 }
 
+/// The writer's automatic checkpoint, in WAL pages. The checkpoint runs inside the commit that
+/// crosses it, and every caller in that batch waits for the copy and the database file's sync.
+/// At SQLite's default of 1,000 pages that was a 15 ms stall every 90 ms under load, and the
+/// logging p99 at half rate was 20 ms; at 200 it was 10 ms, for about 8 % less throughput (at
+/// 50: 7 ms and a third less). A background checkpointer thread was worse: its syncs of the
+/// database file stalled the WAL's syncs for up to 60 ms.
+const WRITER_AUTOCHECKPOINT: i64 = 200;
+
 /// A batch of imported rows and where it ends in the file.
 pub struct ImportJob {
     pub portal_id: i64,
@@ -175,6 +183,7 @@ impl Writer {
     pub fn open(path: &str) -> StoreResult<Self> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
+        conn.pragma_update(None, "wal_autocheckpoint", WRITER_AUTOCHECKPOINT)?;
         let (tx, rx) = mpsc::channel::<Job>();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -197,7 +206,10 @@ impl Writer {
         })
     }
 
-    async fn run<T>(&self, make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job) -> StoreResult<T> {
+    async fn run<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job,
+    ) -> StoreResult<T> {
         let (reply, rx) = oneshot::channel();
         let sent = match self.tx.lock().expect("writer lock").as_ref() {
             Some(tx) => tx.send(make(reply)).is_ok(),
@@ -260,7 +272,11 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
         for call in batch {
             let known: Option<i64> = find
                 .query_row(
-                    params![call.portal_id, ObjectType::Call.type_id(), call.external_call_id],
+                    params![
+                        call.portal_id,
+                        ObjectType::Call.type_id(),
+                        call.external_call_id
+                    ],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -357,9 +373,8 @@ fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>>
     let ty = job.object_type.type_id();
     let mut ids = Vec::with_capacity(job.rows.len());
     {
-        let max: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| {
-            r.get(0)
-        })?;
+        let max: i64 =
+            tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| r.get(0))?;
         let mut insert = tx.prepare_cached(
             "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
              VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",

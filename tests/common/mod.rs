@@ -192,6 +192,10 @@ pub async fn patch(url: &str, token: &str, body: &Value) -> (u16, Value) {
     send(client().patch(url).bearer_auth(token).json(body)).await
 }
 
+pub async fn http_delete(url: &str, token: &str) -> (u16, Value) {
+    send(client().delete(url).bearer_auth(token)).await
+}
+
 /// Creates a record through the objects API and returns its id.
 pub async fn create(server: &Server, token: &str, ty: &str, props: Value) -> i64 {
     let (status, _, body) = post(
