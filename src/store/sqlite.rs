@@ -637,46 +637,13 @@ impl Store for SqliteStore {
             .transpose()
     }
 
+    /// Start-up reads every phone row through here: ten million rows at 10M contacts.
     async fn index_rows(
         &self,
         after: Option<(i64, String)>,
         limit: i64,
     ) -> StoreResult<Vec<IndexRow>> {
-        let (after_id, after_prop) = after.unwrap_or((i64::MIN, String::new()));
-        let rows = sqlx::query(
-            "SELECT portal_id, object_id,
-                    CASE object_type WHEN '0-1' THEN 0 WHEN '0-2' THEN 1 ELSE 2 END AS ty,
-                    CASE property WHEN 'phone' THEN 0 WHEN 'mobilephone' THEN 1
-                                  WHEN 'hs_whatsapp_phone_number' THEN 2 ELSE 3 END AS prop,
-                    CAST(substr(e164, 2) AS INTEGER) AS e164_key, national_key, extension,
-                    source = 'default' AS guessed
-             FROM phones WHERE (object_id, property) > ($1, $2)
-             ORDER BY object_id, property LIMIT $3",
-        )
-        .bind(after_id)
-        .bind(after_prop)
-        .bind(limit)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let ty: i64 = r.try_get("ty")?;
-                Ok(IndexRow {
-                    portal_id: r.try_get("portal_id")?,
-                    object_id: r.try_get("object_id")?,
-                    object_type: match ty {
-                        0 => ObjectType::Contact,
-                        1 => ObjectType::Company,
-                        _ => ObjectType::Call,
-                    },
-                    property: r.try_get::<i64, _>("prop")? as u8,
-                    e164_key: r.try_get("e164_key")?,
-                    national_key: r.try_get("national_key")?,
-                    extension: r.try_get("extension")?,
-                    guessed: r.try_get::<Option<bool>, _>("guessed")?.unwrap_or(false),
-                })
-            })
-            .collect()
+        sqlite_direct::index_rows(&self.path, after, limit)
     }
 
     async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>> {
