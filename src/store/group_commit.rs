@@ -56,7 +56,7 @@ async fn run(store: DynStore, mut rx: mpsc::Receiver<(CallLog, Reply)>) {
             tracing::warn!(
                 calls = count,
                 ms = took.as_millis() as u64,
-                "slow call batch: its callers waited for the disk"
+                "slow call batch: each of its callers waited this long for its 200"
             );
         }
         match result {
