@@ -80,3 +80,38 @@ async fn every_acknowledged_call_survives_sigkill() {
     );
     assert!(missing.is_empty(), "acknowledged calls lost: {missing:?}");
 }
+
+/// The store opens the file by name on several connections, so a database URL that cannot be
+/// shared that way (in-memory SQLite) or that this build cannot serve (PostgreSQL) is refused at
+/// start with a message saying why, rather than silently giving each connection its own data.
+#[test]
+fn unusable_database_urls_are_refused_with_a_reason() {
+    let scratch = common::Db::new();
+    let memory_url = format!("{}?mode=memory", scratch.url());
+    for (url, reason) in [
+        ("sqlite::memory:", "in-memory"),
+        (memory_url.as_str(), "in-memory"),
+        ("postgres://localhost/switchboard", "PostgreSQL"),
+    ] {
+        let out = std::process::Command::new(common::BIN)
+            .args(["portal", "create", "--id", "1", "--db", url])
+            .output()
+            .expect("run switchboard");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url} was accepted");
+        assert!(stderr.contains(reason), "{url}: {stderr}");
+    }
+    // sqlx's URL options still work: the direct connections use the file part.
+    let db = common::Db::new();
+    let url = format!("{}?mode=rwc", db.url());
+    let out = std::process::Command::new(common::BIN)
+        .args(["portal", "create", "--id", "7", "--db", &url])
+        .output()
+        .expect("run switchboard");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(db.path().exists());
+}

@@ -237,6 +237,9 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    /// A database URL this build cannot serve.
+    #[error("{0}")]
+    Unsupported(String),
     #[error("bad stored data: {0}")]
     Corrupt(String),
 }
@@ -419,7 +422,7 @@ pub async fn open(url: &str) -> StoreResult<DynStore> {
         .or_else(|| url.strip_prefix("sqlite:"))
         .unwrap_or(url);
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Corrupt(
+        return Err(StoreError::Unsupported(
             "PostgreSQL is not supported by this build yet; use a SQLite path".into(),
         ));
     }

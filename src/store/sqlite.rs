@@ -31,6 +31,15 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub async fn open(path: &str) -> StoreResult<Self> {
+        // The direct connections of `sqlite_direct.rs` open the file by name, so it must be a
+        // file: sqlx's `?mode=…` options are dropped for them, and `:memory:` would give every
+        // connection a database of its own.
+        let file = path.split('?').next().unwrap_or(path);
+        if file.is_empty() || file == ":memory:" || path.contains("mode=memory") {
+            return Err(StoreError::Unsupported(
+                "an in-memory SQLite database cannot be shared by the server's connections; give a file path".into(),
+            ));
+        }
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -43,10 +52,10 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let writer = Writer::open(path)?;
+        let writer = Writer::open(file)?;
         Ok(SqliteStore {
             pool,
-            path: path.to_string(),
+            path: file.to_string(),
             writer,
         })
     }
