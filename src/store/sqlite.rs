@@ -3,6 +3,9 @@
 //! `synchronous=FULL` makes every commit durable before it returns, which is what lets a 200
 //! from inbound-call mean "on disk". Throughput comes from group commit (`group_commit.rs`),
 //! not from relaxing this.
+//!
+//! This file is the sqlx pool, which serves everything but the hot paths; those (caller-ID
+//! reads, call and import batches, the start-up index load) are in `sqlite_direct.rs`.
 
 use std::str::FromStr;
 use std::time::Duration;
