@@ -135,9 +135,9 @@ pub(super) fn pending_source(code: i64) -> &'static str {
     }
 }
 
-/// Rows per multi-row INSERT in imports (10 columns x 100 rows stays far below SQLite's
-/// limit of 32,766 bound parameters).
-const IMPORT_CHUNK: usize = 100;
+/// Rows per multi-row INSERT (7 columns x 100 rows stays far below SQLite's limit of 32,766
+/// bound parameters).
+const MULTI_ROW_CHUNK: usize = 100;
 
 /// `prefix (?, ?, ...), (...), ...` for `rows` rows of `cols` parameters.
 fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
@@ -161,8 +161,14 @@ fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
     sql
 }
 
-const RECORD_COLUMNS: &str =
-    "id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at";
+/// The columns a [`Record`] is read from, in the order both drivers decode them.
+macro_rules! record_columns {
+    () => {
+        "id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at"
+    };
+}
+pub(super) use record_columns;
+const RECORD_COLUMNS: &str = record_columns!();
 
 pub(super) fn props_json(p: &Properties) -> String {
     serde_json::to_string(p).expect("string map serialises")
@@ -237,18 +243,6 @@ pub(super) fn history_changes<'a>(
     changes
 }
 
-/// A repost's properties go over the call's; a repost keeps the call's time unless it sends one.
-pub(super) fn reposted_properties(before: &Properties, call: &CallLog) -> Properties {
-    let mut props = before.clone();
-    props.extend(
-        call.properties
-            .iter()
-            .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
-            .map(|(k, v)| (k.clone(), v.clone())),
-    );
-    props
-}
-
 /// Appends a history entry for every property whose value changed (`old` is `None` on create).
 /// Derived properties are recorded with source `CALCULATED`.
 async fn write_history(
@@ -274,33 +268,25 @@ async fn write_history(
     Ok(())
 }
 
+/// Association rows, in multi-row statements.
 async fn insert_associations(
     tx: &mut Transaction<'_, Sqlite>,
     portal_id: i64,
     pairs: &[Association],
 ) -> StoreResult<()> {
-    let rows: Vec<(i64, Association)> = pairs.iter().map(|a| (portal_id, a.clone())).collect();
-    insert_association_rows(tx, &rows).await
-}
-
-/// Association rows of possibly several portals, in multi-row statements.
-async fn insert_association_rows(
-    tx: &mut Transaction<'_, Sqlite>,
-    rows: &[(i64, Association)],
-) -> StoreResult<()> {
-    for chunk in rows.chunks(IMPORT_CHUNK) {
+    for chunk in pairs.chunks(MULTI_ROW_CHUNK) {
         let sql = values_sql(
             "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category) VALUES ",
             7,
             chunk.len(),
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for (portal_id, a) in chunk {
+        for a in chunk {
             q = q
                 .bind(a.from_id)
                 .bind(a.to_id)
                 .bind(a.type_id)
-                .bind(*portal_id)
+                .bind(portal_id)
                 .bind(a.from_type.type_id())
                 .bind(a.to_type.type_id())
                 .bind(&a.category);

@@ -25,12 +25,20 @@ use tokio::sync::oneshot;
 
 use super::sqlite::{
     PENDING_IMPORT, PENDING_INTEGRATION, history_changes, history_source, pending_source,
-    props_json, reposted_properties,
+    props_json, record_columns,
 };
 use super::*;
 
-const RECORD_BY_ID: &str = "SELECT id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at
-     FROM objects WHERE id = ?1 AND portal_id = ?2";
+const RECORD_BY_ID: &str = concat!(
+    "SELECT ",
+    record_columns!(),
+    " FROM objects WHERE id = ?1 AND portal_id = ?2"
+);
+
+/// A new record whose history is its first properties (`history_pending`), as calls and
+/// imported rows are written.
+const INSERT_PENDING_RECORD: &str = "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)";
 
 /// Page cache per connection, in KiB (negative, as SQLite takes it). Small on purpose: SQLite
 /// empties a reader's cache whenever another connection has committed, and clears pages on
@@ -299,10 +307,7 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
                AND json_extract(properties, '$.hs_call_external_id') = ?3
              ORDER BY id LIMIT 1",
         )?;
-        let mut insert_call = tx.prepare_cached(
-            "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        )?;
+        let mut insert_call = tx.prepare_cached(INSERT_PENDING_RECORD)?;
         let mut associate = tx.prepare_cached(
             "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'HUBSPOT_DEFINED')",
@@ -381,6 +386,18 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
     Ok(out)
 }
 
+/// A repost's properties go over the call's; a repost keeps the call's time unless it sends one.
+fn reposted_properties(before: &Properties, call: &CallLog) -> Properties {
+    let mut props = before.clone();
+    props.extend(
+        call.properties
+            .iter()
+            .filter(|(k, _)| !(call.create_only_timestamp && k.as_str() == "hs_timestamp"))
+            .map(|(k, v)| (k.clone(), v.clone())),
+    );
+    props
+}
+
 /// A repost of a known externalCallId: its new properties go over the call's, and the change
 /// enters the call's history.
 fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResult<()> {
@@ -421,10 +438,7 @@ fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>>
     {
         let max: i64 =
             tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| r.get(0))?;
-        let mut insert = tx.prepare_cached(
-            "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
-        )?;
+        let mut insert = tx.prepare_cached(INSERT_PENDING_RECORD)?;
         let mut phone = tx.prepare_cached(
             "INSERT INTO phones (object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
