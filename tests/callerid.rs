@@ -321,6 +321,91 @@ async fn extensions_shared_numbers_and_associate_modes() {
     let _ = other;
 }
 
+/// Ranking rule 4 reads the tied records' calls: a record's most recent live call, whichever
+/// way the call was associated with it (inbound-call or the objects API), and an archived
+/// call no longer counts.
+#[tokio::test]
+async fn most_recent_call_orders_records_that_share_a_number() {
+    let db = Db::new();
+    db.portal(903, "US");
+    let token = db.token(903, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let number = "+14155550123";
+    let mut people = Vec::new();
+    for name in ["Ann", "Bob", "Cyd"] {
+        people.push(
+            create(
+                &server,
+                &token,
+                "contacts",
+                json!({"firstname": name, "phone": "(415) 555-0123"}),
+            )
+            .await,
+        );
+    }
+    let order = || async {
+        let (s, _, r) = post(
+            &server.url(INBOUND),
+            &token,
+            &inbound("look", number, false),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        r["callerIdMatches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
+            .collect::<Vec<i64>>()
+    };
+    // No calls yet: the most recently modified first (rule 5).
+    let (s, r) = patch(
+        &server.url(&format!("/crm/v3/objects/contacts/{}", people[0])),
+        &token,
+        &json!({"properties": {"jobtitle": "Buyer"}}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(order().await, vec![people[0], people[2], people[1]]);
+    // A call logged on one of them through the objects API puts it first; a later call on
+    // another puts that one first.
+    let mut calls = Vec::new();
+    for &who in [people[1], people[2]].iter() {
+        let (s, _, c) = post(&server.url("/crm/v3/objects/calls"), &token, &json!({
+            "properties": {"hs_timestamp": "2026-11-25T10:00:00Z", "hs_call_direction": "INBOUND"},
+            "associations": [{"to": {"id": who.to_string()}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 194}]}]
+        })).await;
+        assert_eq!(s, 201, "{c}");
+        calls.push(c["id"].as_str().unwrap().to_string());
+        assert_eq!(order().await[0], who);
+    }
+    assert_eq!(order().await, vec![people[2], people[1], people[0]]);
+    // Archiving the newer call hands first place back.
+    let (s, r) = http_delete(
+        &server.url(&format!("/crm/v3/objects/calls/{}", calls[1])),
+        &token,
+    )
+    .await;
+    assert_eq!(s, 204, "{r}");
+    assert_eq!(order().await, vec![people[1], people[0], people[2]]);
+    // A call logged by inbound-call in `all` mode lands on every match: the tie falls to rule 5.
+    let (s, r) = patch(
+        &server.url("/switchboard/v1/settings"),
+        &token,
+        &json!({"associate": "all"}),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    let (s, _, r) = post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("all-1", number, true),
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(order().await, vec![people[0], people[2], people[1]]);
+}
+
 #[tokio::test]
 async fn ignore_list_explain_suffix_and_doctor() {
     let db = Db::new();

@@ -11,6 +11,10 @@
 //!
 //! Ranking, first difference wins: tier; the caller's extension equals the stored extension;
 //! contacts before companies; most recent call; most recently modified; lowest id.
+//!
+//! "Most recent call" is the record's highest associated live call id (call ids grow in the
+//! order calls are logged). It is read only for records that tie on the first three rules, so
+//! logging a call writes nothing onto the records it is logged on.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -55,11 +59,17 @@ pub struct Match {
     pub property: &'static str,
 }
 
-/// Keeps each record's best hit and orders the records by the documented ranking.
+/// Keeps each record's best hit and orders the records by the documented ranking, with
+/// `latest_call` (record id → its most recent call id) for rule 4.
 ///
 /// `records` must hold every record named by `hits`; hits on records that are missing or
 /// archived (a write racing the lookup) are dropped.
-pub fn rank(hits: &[Hit], records: Vec<Arc<Record>>, caller_extension: Option<&str>) -> Vec<Match> {
+pub fn rank(
+    hits: &[Hit],
+    records: Vec<Arc<Record>>,
+    caller_extension: Option<&str>,
+    latest_call: &HashMap<i64, i64>,
+) -> Vec<Match> {
     let caller_ext = index::parse_extension(caller_extension);
     let mut best: HashMap<i64, (Tier, bool, u8)> = HashMap::new();
     for hit in hits {
@@ -86,17 +96,41 @@ pub fn rank(hits: &[Hit], records: Vec<Arc<Record>>, caller_extension: Option<&s
             })
         })
         .collect();
-    out.sort_by_key(|m| {
+    order(&mut out, latest_call);
+    out
+}
+
+/// Rules 1–3: the part of the ranking that needs nothing but the hit and the record.
+fn group(m: &Match) -> (Tier, bool, bool) {
+    (
+        m.tier,
+        !m.extension_match,
+        m.record.object_type != ObjectType::Contact,
+    )
+}
+
+fn order(matches: &mut [Match], latest_call: &HashMap<i64, i64>) {
+    matches.sort_by_key(|m| {
         (
-            m.tier,
-            !m.extension_match,
-            m.record.object_type != ObjectType::Contact,
-            Reverse(m.record.last_call_at.unwrap_or(0)),
+            group(m),
+            Reverse(latest_call.get(&m.record.id).copied().unwrap_or(0)),
             Reverse(m.record.updated_at),
             m.record.id,
         )
     });
-    out
+}
+
+/// The records that share rules 1–3 with a neighbour in `ranked`: only their order depends on
+/// their calls.
+fn tied(ranked: &[Match]) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for (i, m) in ranked.iter().enumerate() {
+        let same = |j: usize| ranked.get(j).is_some_and(|n| group(n) == group(m));
+        if (i > 0 && same(i - 1)) || same(i + 1) {
+            ids.push(m.record.id);
+        }
+    }
+    ids
 }
 
 /// Why a match is in its tier, in words, for `caller-id/explain`.
@@ -160,7 +194,16 @@ pub async fn find(
         cache.insert(&read, epoch);
         records.extend(read);
     }
-    let mut ranked = rank(&hits, records, extension);
+    let mut ranked = rank(&hits, records, extension, &HashMap::new());
+    let tied = tied(&ranked);
+    if !tied.is_empty() {
+        let latest: HashMap<i64, i64> = store
+            .latest_calls(portal_id, &tied)
+            .await?
+            .into_iter()
+            .collect();
+        order(&mut ranked, &latest);
+    }
     ranked.truncate(cap);
     Ok(ranked)
 }

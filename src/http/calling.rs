@@ -247,10 +247,7 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
     if req.create_engagement {
         let call =
             build_call_log(state, portal.id, portal.associate, &req, &matches, arrived).await?;
-        let called = call.called_ids.clone();
         let logged = state.calls.log(call).await?;
-        // Their "last call" moved: ranking rule 4 must see it.
-        state.records.invalidate(&called);
         if let Ok(v) = HeaderValue::from_str(&logged.call_id.to_string()) {
             headers.insert("x-switchboard-call-id", v);
         }
@@ -352,12 +349,6 @@ async fn build_call_log(
         req.external_call_id.clone(),
     );
     let associations = choose_associations(state, portal_id, mode, matches).await?;
-    // "The record with the most recent call" (ranking rule 4) means the records the call was
-    // logged on; when the mode logs it on nothing, the caller it was shown as.
-    let mut called_ids: Vec<i64> = associations.iter().map(|a| a.1).collect();
-    if called_ids.is_empty() {
-        called_ids.extend(matches.first().map(|m| m.record.id));
-    }
     let is_new_default = !props.contains_key("hs_timestamp");
     if is_new_default {
         // Only a first post sets the receipt time; a repost must not move the call in time.
@@ -369,7 +360,6 @@ async fn build_call_log(
         create_only_timestamp: is_new_default,
         properties: props,
         associations,
-        called_ids,
         at: arrived,
     })
 }

@@ -130,7 +130,6 @@ pub struct Record {
     pub updated_at: i64,
     pub archived: bool,
     pub archived_at: Option<i64>,
-    pub last_call_at: Option<i64>,
 }
 
 /// One phone property of a record, as typed and as normalised. The index is built from these.
@@ -205,8 +204,6 @@ pub struct CallLog {
     pub create_only_timestamp: bool,
     /// Records to associate with the call: (type, id, call→record type id, record→call type id).
     pub associations: Vec<(ObjectType, i64, i64, i64)>,
-    /// Records whose "last call" time moves to `at`: those the call is logged on.
-    pub called_ids: Vec<i64>,
     pub at: i64,
 }
 
@@ -337,6 +334,9 @@ pub trait Store: Send + Sync + 'static {
         from_id: i64,
         to_type: ObjectType,
     ) -> StoreResult<Vec<Association>>;
+    /// Each record's most recently logged live call (its highest associated call id), for
+    /// ranking rule 4; records without one are left out.
+    async fn latest_calls(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>>;
 
     /// Logs inbound calls in one transaction (the group commit), idempotent on
     /// (portal, external call id). The transaction is durable before this returns.

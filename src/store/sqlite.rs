@@ -77,7 +77,6 @@ fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
         updated_at: row.try_get("updated_at")?,
         archived: row.try_get::<i64, _>("archived")? != 0,
         archived_at: row.try_get("archived_at")?,
-        last_call_at: row.try_get("last_call_at")?,
     })
 }
 
@@ -164,7 +163,7 @@ fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
 /// The columns a [`Record`] is read from, in the order both drivers decode them.
 macro_rules! record_columns {
     () => {
-        "id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at"
+        "id, object_type, properties, created_at, updated_at, archived, archived_at"
     };
 }
 pub(super) use record_columns;
@@ -460,7 +459,6 @@ impl Store for SqliteStore {
             updated_at: now,
             archived: false,
             archived_at: None,
-            last_call_at: None,
         })
     }
 
@@ -511,7 +509,7 @@ impl Store for SqliteStore {
         let row = sqlx::query(
             "UPDATE objects SET properties = $1, updated_at = $2, history_pending = 0
              WHERE id = $3 AND portal_id = $4 AND object_type = $5 AND archived = 0
-             RETURNING id, object_type, properties, created_at, updated_at, archived, archived_at, last_call_at",
+             RETURNING id, object_type, properties, created_at, updated_at, archived, archived_at",
         )
         .bind(props_json(&write.properties))
         .bind(now)
@@ -682,6 +680,10 @@ impl Store for SqliteStore {
         to_type: ObjectType,
     ) -> StoreResult<Vec<Association>> {
         sqlite_direct::associations(&self.path, portal_id, from_id, to_type)
+    }
+
+    async fn latest_calls(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+        sqlite_direct::latest_calls(&self.path, portal_id, ids)
     }
 
     async fn log_calls(&self, batch: Vec<CallLog>) -> StoreResult<Vec<CallLogged>> {
