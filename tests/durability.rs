@@ -81,6 +81,58 @@ async fn every_acknowledged_call_survives_sigkill() {
     assert!(missing.is_empty(), "acknowledged calls lost: {missing:?}");
 }
 
+/// Checkpoints keep up with sustained logging: the WAL file stays bounded (1,000 pages plus one
+/// batch) however many calls are logged, instead of growing for as long as calls keep coming.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_sustained_logging() {
+    let db = Db::new();
+    db.portal(701, "US");
+    let token = db.token(701, WRITE_SCOPES);
+    let server = Server::start(&db);
+    // Callers in the CRM, so every call also writes associations at random places.
+    let callers: Vec<String> = (0..200).map(|i| format!("+1201555{:04}", i * 37)).collect();
+    for (i, n) in callers.iter().enumerate() {
+        create(
+            &server,
+            &token,
+            "contacts",
+            serde_json::json!({"firstname": format!("W{i}"), "phone": n}),
+        )
+        .await;
+    }
+    let calls = 4000;
+    let mut workers = Vec::new();
+    for w in 0..32 {
+        let (url, token, callers) = (server.url(INBOUND), token.clone(), callers.clone());
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            for i in (w..calls).step_by(32) {
+                let body = inbound(&format!("wal-{i}"), &callers[i % callers.len()], true);
+                let r = c
+                    .post(&url)
+                    .bearer_auth(&token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200);
+            }
+        }));
+    }
+    for w in workers {
+        w.await.unwrap();
+    }
+    let wal = std::fs::metadata(format!("{}-wal", db.path().display())).map_or(0, |m| m.len());
+    let page = 4096 + 24;
+    // Unchecked, these calls fill about 3 pages each: 12,000 pages.
+    assert!(
+        wal < 3000 * page,
+        "the WAL grew to {} pages for {calls} calls",
+        wal / page
+    );
+    server.stop();
+}
+
 /// The store opens the file by name on several connections, so a database URL that cannot be
 /// shared that way (in-memory SQLite) or that this build cannot serve (PostgreSQL) is refused at
 /// start with a message saying why, rather than silently giving each connection its own data.
