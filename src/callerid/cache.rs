@@ -1,11 +1,12 @@
 //! A bounded cache of the records caller ID shows and ranks, so that a lookup while the phone
 //! rings needs no database read once a record has been seen.
 //!
-//! Exactness: every code path that changes a record (`records.rs`, call logging) invalidates
-//! it, and bumps an epoch. A lookup notes the epoch before it reads the store and caches what
-//! it read only if no invalidation happened meanwhile, so a read that raced a write can never
-//! put the old version back. When full, the cache empties itself: crude, but it bounds memory
-//! without bookkeeping on the hot path.
+//! Exactness: every code path that changes a record (`records.rs`) invalidates it, and bumps
+//! an epoch. Logging a call changes nothing on the records it is logged on (ranking reads
+//! their latest call separately), so calls leave the cache alone. A lookup notes the epoch
+//! before it reads the store and caches what it read only if no invalidation happened
+//! meanwhile, so a read that raced a write can never put the old version back. When full, the
+//! cache empties itself: crude, but it bounds memory without bookkeeping on the hot path.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

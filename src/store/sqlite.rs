@@ -161,6 +161,8 @@ fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
 }
 
 /// The columns a [`Record`] is read from, in the order both drivers decode them.
+/// (`objects.last_call_at` is no longer read or written: ranking rule 4 reads a record's latest
+/// call from `associations`. Dropping the column would rewrite the whole table.)
 macro_rules! record_columns {
     () => {
         "id, object_type, properties, created_at, updated_at, archived, archived_at"
