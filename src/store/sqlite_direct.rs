@@ -46,6 +46,8 @@ const INSERT_PENDING_RECORD: &str = "INSERT INTO objects (id, portal_id, object_
 /// empties a reader's cache whenever another connection has committed, and clears pages on
 /// every commit with a walk whose cost grows with the cache, so a big cache cost more than it
 /// saved (a 64 MiB cache took a quarter of the writer's time). The OS page cache holds the file.
+/// Readers too: at 1M contacts, 32 and 128 MiB reader caches left lookups where they were
+/// (29–30k req/s) and the 128 MiB one cost logging 15 %.
 pub(super) const CACHE_KIB: i64 = -8192;
 
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
