@@ -546,42 +546,51 @@ fn profile_start(pid: u32, out: &Path) -> Option<Child> {
         .ok()
 }
 
+/// The server's threads (tokio workers, SQLite writer, checkpointer) and its top 25 symbols.
 fn profile_report(mut rec: Child, data: &Path) -> String {
     let _ = Command::new("kill")
         .args(["-INT", &rec.id().to_string()])
         .status();
     let _ = rec.wait();
-    let out = Command::new("perf")
-        .args([
-            "report",
-            "--no-children",
-            "--sort",
-            "dso,symbol",
-            "--stdio",
-            "-g",
-            "none",
-            "-i",
-        ])
-        .arg(data)
-        .output();
-    match out {
-        Ok(o) => String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .filter(|l| {
-                l.trim_start()
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_digit())
-            })
-            .take(25)
-            .map(|l| {
-                // "  12.3%  dso  [.] symbol   -  -": keep the share, the object and the symbol.
-                let l = l.trim_end().trim_end_matches(['-', ' ']);
-                l.split_whitespace().collect::<Vec<_>>().join(" ")
-            })
-            .collect::<Vec<_>>()
-            .join("\n"),
-        Err(_) => "perf is not installed (apt-get install linux-perf)".into(),
+    let report = |sort: &str, take: usize| {
+        let out = Command::new("perf")
+            .args([
+                "report",
+                "--no-children",
+                "--sort",
+                sort,
+                "--stdio",
+                "-g",
+                "none",
+                "-i",
+            ])
+            .arg(data)
+            .output()
+            .ok()?;
+        Some(
+            String::from_utf8_lossy(&out.stdout)
+                .lines()
+                .filter(|l| {
+                    l.trim_start()
+                        .chars()
+                        .next()
+                        .is_some_and(|c| c.is_ascii_digit())
+                })
+                .take(take)
+                .map(|l| {
+                    // "  12.3%  dso  [.] symbol   -  -": keep the share, the object and the symbol.
+                    let l = l.trim_end().trim_end_matches(['-', ' ']);
+                    l.split_whitespace().collect::<Vec<_>>().join(" ")
+                })
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    };
+    match (report("comm", 5), report("dso,symbol", 25)) {
+        (Some(threads), Some(symbols)) => {
+            format!("By thread:\n{threads}\n\nTop symbols:\n{symbols}")
+        }
+        _ => "perf is not installed (apt-get install linux-perf)".into(),
     }
 }
 
@@ -683,7 +692,7 @@ fn main() {
     ];
     let mut results: BTreeMap<&str, (Phase, Phase)> = BTreeMap::new();
     let mut round_rps: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
-    let mut profile = String::new();
+    let mut profiles = Vec::new();
     for (name, kind) in kinds {
         rt.block_on(drive(&load, kind, 2, None, &format!("{run}w{name}")));
         results.insert(name, (Phase::empty(), Phase::empty()));
@@ -725,12 +734,14 @@ fn main() {
         );
     }
     if a.profile {
-        // A separate saturated lookup phase under `perf record`, so sampling does not slow the
-        // measured phases.
-        let data = dir.join("perf.data");
-        if let Some(rec) = profile_start(pid, &data) {
-            rt.block_on(drive(&load, Kind::Lookup, 5, None, &format!("{run}p")));
-            profile = profile_report(rec, &data);
+        // Separate saturated phases under `perf record`, so sampling does not slow the
+        // measured ones.
+        for (name, kind) in [("lookup-only", Kind::Lookup), ("logging", Kind::Logging)] {
+            let data = dir.join("perf.data");
+            if let Some(rec) = profile_start(pid, &data) {
+                rt.block_on(drive(&load, kind, 5, None, &format!("{run}p{name}")));
+                profiles.push((name, profile_report(rec, &data)));
+            }
         }
     }
     let rss = peak_rss_mib(pid);
@@ -776,8 +787,8 @@ fn main() {
         "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
         server.startup.as_secs_f64()
     ));
-    if !profile.is_empty() {
-        section.push_str(&format!("\nWhere the server's time went in a separate 5 s saturated lookup phase (`perf record -g`, top symbols):\n\n```text\n{profile}\n```\n"));
+    for (name, profile) in &profiles {
+        section.push_str(&format!("\nWhere the server's time went in a separate 5 s saturated {name} phase (`perf record -g`, share of the server's samples):\n\n```text\n{profile}\n```\n"));
     }
     write_section(&a.out, a.contacts, &section);
     println!("{section}");
