@@ -8,7 +8,9 @@
 //! - a read runs on the calling thread, on a connection of that thread's own: a primary-key
 //!   read of a page in memory takes microseconds, less than the hop it replaces;
 //! - writes that must be fast (call batches, import batches) go to one writer thread that owns
-//!   its connection and runs the whole transaction there: one hop per batch.
+//!   its connection and runs the whole transaction there: one hop per batch;
+//! - a checkpointer thread copies the WAL back into the database file beside the writer, so a
+//!   checkpoint is not part of any caller's wait (see [`CHECKPOINT_PAGES`]).
 //!
 //! Both connections use the same file, WAL and `synchronous=FULL` as the sqlx pool, and every
 //! write transaction here starts with `BEGIN IMMEDIATE`, so it never fails half-way on a lock.
