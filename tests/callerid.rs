@@ -109,12 +109,7 @@ async fn corpus_of_example_numbers_in_many_regions_and_formats() {
         let (s, _, explained) =
             post(&server.url(EXPLAIN), &token, &json!({ "number": caller })).await;
         assert_eq!(s, 200, "{explained}");
-        let got: Vec<i64> = res["callerIdMatches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-            .collect();
+        let got: Vec<i64> = match_ids(&res);
         let explained_ids: Vec<i64> = explained["matches"]
             .as_array()
             .unwrap()
@@ -217,12 +212,7 @@ async fn extensions_shared_numbers_and_associate_modes() {
     let mut body = inbound("ext-1", "+442079460000", true);
     body["fromNumber"]["extension"] = json!("12");
     let (_, h, r) = post(&server.url(INBOUND), &token, &body).await;
-    let ids: Vec<i64> = r["callerIdMatches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-        .collect();
+    let ids: Vec<i64> = match_ids(&r);
     assert_eq!(ids[0], staff[1], "{r}");
     assert_eq!(ids.len(), 4, "three contacts and the company: {r}");
     assert_eq!(*ids.last().unwrap(), acme, "contacts before companies");
@@ -261,12 +251,7 @@ async fn extensions_shared_numbers_and_associate_modes() {
         &inbound("rank-1", "+442079460000", false),
     )
     .await;
-    let order: Vec<i64> = r["callerIdMatches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-        .collect();
+    let order: Vec<i64> = match_ids(&r);
     assert_eq!(order, vec![staff[1], staff[2], staff[0], acme], "{r}");
     // best, shared number without an extension: the common company, none of the contacts.
     let (_, h, _) = post(
@@ -351,12 +336,7 @@ async fn most_recent_call_orders_records_that_share_a_number() {
         )
         .await;
         assert_eq!(s, 200, "{r}");
-        r["callerIdMatches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-            .collect::<Vec<i64>>()
+        match_ids(&r)
     };
     // No calls yet: the most recently modified first (rule 5).
     let (s, r) = patch(
@@ -481,15 +461,7 @@ async fn ignore_list_explain_suffix_and_doctor() {
         &inbound("s1", "+14155552671", false),
     )
     .await;
-    let ids = |r: &Value| {
-        r["callerIdMatches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&r), vec![main_line]);
+    assert_eq!(match_ids(&r), vec![main_line]);
     patch(
         &server.url("/switchboard/v1/settings"),
         &token,
@@ -502,7 +474,11 @@ async fn ignore_list_explain_suffix_and_doctor() {
         &inbound("s2", "+14155552671", false),
     )
     .await;
-    assert_eq!(ids(&r), vec![main_line, legacy], "suffix matches rank last");
+    assert_eq!(
+        match_ids(&r),
+        vec![main_line, legacy],
+        "suffix matches rank last"
+    );
     patch(
         &server.url("/switchboard/v1/settings"),
         &token,
@@ -547,7 +523,7 @@ async fn ignore_list_explain_suffix_and_doctor() {
         &inbound("i2", "+14155552671", false),
     )
     .await;
-    assert_eq!(ids(&r), vec![main_line]);
+    assert_eq!(match_ids(&r), vec![main_line]);
 
     // Updates and archives keep caller ID exact.
     patch(

@@ -514,16 +514,8 @@ async fn portals_never_see_each_others_records() {
         &inbound("iso", "+12015550123", true),
     )
     .await;
-    let ids = |r: &Value| {
-        r["callerIdMatches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-            .collect::<Vec<_>>()
-    };
-    assert_eq!(ids(&ra), vec![in_a]);
-    assert_eq!(ids(&rb), vec![in_b]);
+    assert_eq!(match_ids(&ra), vec![in_a]);
+    assert_eq!(match_ids(&rb), vec![in_b]);
     assert_eq!(
         rb["callerIdMatches"][0]["objectCoordinates"]["portalId"],
         202

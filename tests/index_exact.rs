@@ -104,12 +104,7 @@ async fn check(
     for (e164, _) in pool {
         let (s, _, r) = post(&server.url(INBOUND), token, &inbound("probe", e164, false)).await;
         assert_eq!(s, 200);
-        let got: BTreeSet<i64> = r["callerIdMatches"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-            .collect();
+        let got: BTreeSet<i64> = match_ids(&r).into_iter().collect();
         let want = expected.get(e164).cloned().unwrap_or_default();
         assert_eq!(got, want, "step {step}: index and scan disagree on {e164}");
     }

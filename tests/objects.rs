@@ -311,12 +311,7 @@ async fn batch_limits_partial_failures_merge_and_gdpr() {
         &inbound("m", "+447400123456", false),
     )
     .await;
-    let matched: Vec<i64> = r["callerIdMatches"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["objectCoordinates"]["objectId"].as_i64().unwrap())
-        .collect();
+    let matched: Vec<i64> = match_ids(&r);
     assert_eq!(matched, vec![primary], "caller ID follows the merge: {r}");
     let (_, a) = get(
         &server.url(&format!(

@@ -227,6 +227,20 @@ pub fn inbound(external_id: &str, from: &str, create_engagement: bool) -> Value 
 
 pub const INBOUND: &str = "/crm/v3/extensions/calling/inbound-call";
 
+/// The record ids of an inbound-call answer's `callerIdMatches`, in rank order.
+pub fn match_ids(answer: &Value) -> Vec<i64> {
+    answer["callerIdMatches"]
+        .as_array()
+        .expect("callerIdMatches")
+        .iter()
+        .map(|m| {
+            m["objectCoordinates"]["objectId"]
+                .as_i64()
+                .expect("objectId")
+        })
+        .collect()
+}
+
 /// Asserts HubSpot's error body and returns the `in` of each entry of `errors[]`.
 pub fn error_fields(body: &Value, category: &str) -> Vec<String> {
     assert_eq!(body["status"], "error", "{body}");
