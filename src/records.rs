@@ -189,7 +189,7 @@ pub async fn update(
         .update_record(portal_id, ty, id, write, clock::now_ms())
         .await?;
     state.index.apply(portal_id, &old, &phones);
-    state.records.invalidate(&[id]);
+    state.cards.invalidate(&[id]);
     Ok(record)
 }
 
@@ -206,7 +206,7 @@ pub async fn archive(
         .archive_record(portal_id, ty, id, clock::now_ms())
         .await?;
     state.index.apply(portal_id, &old, &[]);
-    state.records.invalidate(&[id]);
+    state.cards.invalidate(&[id]);
     Ok(())
 }
 
@@ -282,7 +282,7 @@ pub async fn merge(
         .archive_record(portal_id, ty, other, now)
         .await?;
     state.index.apply(portal_id, &gone_phones, &[]);
-    state.records.invalidate(&[primary, other]);
+    state.cards.invalidate(&[primary, other]);
     Ok(record)
 }
 
@@ -353,6 +353,6 @@ pub async fn gdpr_delete(state: &AppState, portal_id: i64, id: i64) -> Result<()
     }
     let old = state.store.delete_record(portal_id, id).await?;
     state.index.apply(portal_id, &old, &[]);
-    state.records.invalidate(&[id]);
+    state.cards.invalidate(&[id]);
     Ok(())
 }

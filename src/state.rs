@@ -4,8 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
-use crate::callerid::cache::RecordCache;
-use crate::callerid::{CallerIdIndex, PHONE_PROPERTIES};
+use crate::callerid::{CallerIdIndex, Card, CardStore, PHONE_PROPERTIES};
 use crate::crm::{Catalog, PropertyDef};
 use crate::store::group_commit::CallLogger;
 use crate::store::{DynStore, ObjectType, Portal, StoreResult, TokenInfo, User};
@@ -17,8 +16,9 @@ pub struct Config {
     pub match_cap: usize,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
-    /// Most records kept in the caller-ID record cache (0 turns it off).
-    pub record_cache: usize,
+    /// Keep every live record's caller-ID card in memory (`callerid/cards.rs`). Off, every
+    /// lookup reads its records from the store: only for comparison runs.
+    pub cards: bool,
 }
 
 impl Default for Config {
@@ -26,7 +26,7 @@ impl Default for Config {
         Config {
             match_cap: 100,
             body_limit: 1024 * 1024,
-            record_cache: 500_000,
+            cards: true,
         }
     }
 }
@@ -34,8 +34,8 @@ impl Default for Config {
 pub struct AppState {
     pub store: DynStore,
     pub index: CallerIdIndex,
-    /// Records caller ID has shown; see `callerid/cache.rs` for how it stays exact.
-    pub records: RecordCache,
+    /// What caller ID shows of each record; see `callerid/cards.rs` for how it stays exact.
+    pub cards: Arc<CardStore>,
     pub calls: CallLogger,
     pub config: Config,
     /// Serialises record writes that touch phone numbers, so the index applies diffs in the
@@ -94,10 +94,14 @@ impl AppState {
             }
         }
         let (calls, _task) = CallLogger::start(store.clone());
+        let cards = Arc::new(CardStore::new(config.cards));
+        if config.cards {
+            tokio::spawn(warm_cards(store.clone(), cards.clone()));
+        }
         Ok(AppState {
             store,
             index,
-            records: RecordCache::new(config.record_cache),
+            cards,
             calls,
             config,
             write_gate: tokio::sync::Mutex::new(()),
@@ -226,4 +230,44 @@ impl AppState {
         self.users.write().expect("lock").remove(&portal_id);
         Ok(user)
     }
+}
+
+/// Files every live record's card, page by page, after the index is ready: the server answers
+/// meanwhile, and a lookup whose card is not filed yet reads the store, as it always may.
+async fn warm_cards(store: DynStore, cards: Arc<CardStore>) {
+    let started = Instant::now();
+    let mut after = i64::MIN;
+    loop {
+        // A page that raced a record write is read again; after a few tries it is left to
+        // fill on lookup, so constant writes cannot stall the warm-up.
+        let mut last = None;
+        for _ in 0..5 {
+            let epoch = cards.epoch();
+            let rows = match store.card_rows(after, 10_000).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    tracing::error!(error = %e, "caller-ID cards: warm-up stopped; lookups read the store");
+                    return;
+                }
+            };
+            last = Some(rows.last().map(|r| r.id));
+            let page: Vec<Card> = rows
+                .iter()
+                .filter_map(|r| {
+                    Card::from_json(r.id, r.portal_id, r.object_type, r.updated_at, &r.properties_json)
+                        .inspect_err(|e| tracing::warn!(id = r.id, error = %e, "record properties are not a JSON object of strings; no card"))
+                        .ok()
+                })
+                .collect();
+            if cards.insert(&page, epoch) {
+                break;
+            }
+        }
+        match last.flatten() {
+            Some(id) => after = id,
+            None => break,
+        }
+    }
+    cards.set_warm(started.elapsed());
+    tracing::info!(cards = cards.len(), bytes = cards.memory_bytes(), seconds = started.elapsed().as_secs_f64(), "caller-ID cards ready");
 }

@@ -1,6 +1,8 @@
 //! The caller-ID index stays exact: random interleavings of creates, updates, batch writes,
 //! merges, archives and GDPR deletes, with the index's answers checked against a full scan of
 //! the store (every live record read back through the API and parsed here) after every step.
+//! The names each answer shows come from the in-memory caller-ID cards, so they are checked
+//! against the scan too.
 
 mod common;
 
@@ -59,16 +61,30 @@ fn pool() -> Vec<(String, Vec<(String, String)>)> {
     out
 }
 
-/// The scan: every live contact and company, parsed here, grouped by E.164.
-async fn scan(server: &Server, token: &str) -> HashMap<String, BTreeSet<i64>> {
+/// What an answer shows of a record: firstName, lastName, email, name (empty values left out).
+type Shown = [Option<String>; 4];
+
+/// The scan: every live contact and company, parsed here, grouped by E.164, and what an
+/// answer must show of each.
+async fn scan(server: &Server, token: &str) -> (HashMap<String, BTreeSet<i64>>, HashMap<i64, Shown>) {
     let mut by_number: HashMap<String, BTreeSet<i64>> = HashMap::new();
+    let mut shown: HashMap<i64, Shown> = HashMap::new();
     for ty in ["contacts", "companies"] {
         let mut after = String::new();
         loop {
-            let (_, page) = get(&server.url(&format!("/crm/v3/objects/{ty}?limit=100&after={after}&properties=phone,mobilephone,hs_whatsapp_phone_number,country")), token).await;
+            let (_, page) = get(&server.url(&format!("/crm/v3/objects/{ty}?limit=100&after={after}&properties=phone,mobilephone,hs_whatsapp_phone_number,country,firstname,lastname,email,name")), token).await;
             for r in page["results"].as_array().unwrap() {
                 let id: i64 = r["id"].as_str().unwrap().parse().unwrap();
                 let p = &r["properties"];
+                let v = |k: &str| p[k].as_str().filter(|s| !s.is_empty()).map(str::to_string);
+                shown.insert(
+                    id,
+                    if ty == "contacts" {
+                        [v("firstname"), v("lastname"), v("email"), None]
+                    } else {
+                        [None, None, None, v("name")]
+                    },
+                );
                 let region = p["country"]
                     .as_str()
                     .and_then(|c| c.parse::<Region>().ok())
@@ -91,7 +107,7 @@ async fn scan(server: &Server, token: &str) -> HashMap<String, BTreeSet<i64>> {
             }
         }
     }
-    by_number
+    (by_number, shown)
 }
 
 async fn check(
@@ -100,13 +116,19 @@ async fn check(
     pool: &[(String, Vec<(String, String)>)],
     step: usize,
 ) {
-    let expected = scan(server, token).await;
+    let (expected, shown) = scan(server, token).await;
     for (e164, _) in pool {
         let (s, _, r) = post(&server.url(INBOUND), token, &inbound("probe", e164, false)).await;
         assert_eq!(s, 200);
         let got: BTreeSet<i64> = match_ids(&r).into_iter().collect();
         let want = expected.get(e164).cloned().unwrap_or_default();
         assert_eq!(got, want, "step {step}: index and scan disagree on {e164}");
+        for m in r["callerIdMatches"].as_array().unwrap() {
+            let id = m["objectCoordinates"]["objectId"].as_i64().unwrap();
+            let f = |k: &str| m[k].as_str().map(str::to_string);
+            let got = [f("firstName"), f("lastName"), f("email"), f("name")];
+            assert_eq!(got, shown[&id], "step {step}: the answer shows stale fields of {id}");
+        }
     }
 }
 
@@ -121,6 +143,17 @@ fn phone_props(rng: &mut Rng, pool: &[(String, Vec<(String, String)>)], company:
     let mut p = json!({ prop: typed });
     if !country.is_empty() {
         p["country"] = json!(country);
+    }
+    // Names change too, sometimes to empty, so the cards' copies are checked as well.
+    let name = |rng: &mut Rng| {
+        ["", "Ada", "Grace", "Ünal", "Lovelace", "Hopper"][rng.below(6)].to_string()
+    };
+    if company {
+        p["name"] = json!(format!("{} Ltd", name(rng)));
+    } else {
+        p["firstname"] = json!(name(rng));
+        p["lastname"] = json!(name(rng));
+        p["email"] = json!(format!("x{}@example.com", rng.next() % 1_000_000));
     }
     p
 }

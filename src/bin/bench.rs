@@ -662,11 +662,18 @@ fn main() {
         contacts: a.contacts,
         next: Arc::new(AtomicU64::new(0)),
     };
+    // The cards fill after the port opens; measure the steady state, once they are all filed.
     let info = rt.block_on(async {
-        let mut c = Conn::open(&load.addr).await;
-        c.request("GET", &load.addr, "/switchboard/v1/info", "", "")
-            .await;
-        c.body().to_string()
+        loop {
+            let mut c = Conn::open(&load.addr).await;
+            c.request("GET", &load.addr, "/switchboard/v1/info", "", "")
+                .await;
+            let body = c.body().to_string();
+            if body.contains("\"cardsReadyMs\"") {
+                break body;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
     });
     let field = |k: &str| -> f64 {
         info.split(&format!("\"{k}\":"))
@@ -675,6 +682,12 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     };
+    let (cards, card_mib, cards_secs) = (
+        field("cards"),
+        field("cardBytes") / 1048576.0,
+        field("cardsReadyMs") / 1000.0,
+    );
+    eprintln!("{cards:.0} cards ready {cards_secs:.1} s after the index, {card_mib:.1} MiB");
     let (index_mib, per_number, numbers) = (
         field("indexBytes") / 1048576.0,
         field("indexBytesPerNumber"),
@@ -784,8 +797,10 @@ fn main() {
         ));
     }
     section.push_str(&format!(
-        "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
-        server.startup.as_secs_f64()
+        "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Caller-ID cards (what an answer shows of each record, `callerid/cards.rs`): {cards:.0} in {card_mib:.1} MiB, {:.1} bytes per record, {:.1} bytes per number with the index, filed {cards_secs:.1} s after the port opened; the phases ran after that. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
+        server.startup.as_secs_f64(),
+        card_mib * 1048576.0 / cards.max(1.0),
+        (index_mib + card_mib) * 1048576.0 / numbers.max(1.0),
     ));
     for (name, profile) in &profiles {
         section.push_str(&format!("\nWhere the server's time went in a separate 5 s saturated {name} phase (`perf record -g`, share of the server's samples):\n\n```text\n{profile}\n```\n"));

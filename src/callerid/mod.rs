@@ -19,16 +19,15 @@
 use std::cmp::Reverse;
 use std::collections::HashMap;
 
-use std::sync::Arc;
+use crate::store::ObjectType;
 
-use crate::store::{ObjectType, Record};
-
-pub mod cache;
+pub mod cards;
 pub mod countries;
 pub mod doctor;
 pub mod index;
 pub mod normalize;
 
+pub use cards::{Card, CardStore};
 pub use index::{CallerIdIndex, Hit, PHONE_PROPERTIES, Posting};
 pub use normalize::{CallerNumber, Normalized, RegionSource};
 
@@ -52,7 +51,7 @@ impl Tier {
 /// A ranked match.
 #[derive(Debug, Clone)]
 pub struct Match {
-    pub record: Arc<Record>,
+    pub record: Card,
     pub tier: Tier,
     pub extension_match: bool,
     /// The phone property that matched.
@@ -62,11 +61,11 @@ pub struct Match {
 /// Keeps each record's best hit and orders the records by the documented ranking, with
 /// `latest_call` (record id → its most recent call id) for rule 4.
 ///
-/// `records` must hold every record named by `hits`; hits on records that are missing or
-/// archived (a write racing the lookup) are dropped.
+/// `records` must hold the card of every record named by `hits`; hits on records that have
+/// none (archived, or deleted by a write racing the lookup) are dropped.
 pub fn rank(
     hits: &[Hit],
-    records: Vec<Arc<Record>>,
+    records: Vec<Card>,
     caller_extension: Option<&str>,
     latest_call: &HashMap<i64, i64>,
 ) -> Vec<Match> {
@@ -85,7 +84,6 @@ pub fn rank(
     }
     let mut out: Vec<Match> = records
         .into_iter()
-        .filter(|r| !r.archived)
         .filter_map(|record| {
             let (tier, extension_match, prop) = *best.get(&record.id)?;
             Some(Match {
@@ -165,10 +163,11 @@ pub fn reason(m: &Match, source: Option<&str>) -> String {
 
 /// Finds and ranks the records that carry the caller's number, capped at `cap`.
 ///
-/// The index answers which records; one store read fetches them for ranking and display.
+/// The index answers which records and their cards what to show; the store is read only for
+/// a card not filed yet (a record created after start, before its first lookup).
 pub async fn find(
     index: &CallerIdIndex,
-    cache: &cache::RecordCache,
+    cards: &CardStore,
     store: &dyn crate::store::Store,
     portal_id: i64,
     caller: &CallerNumber,
@@ -182,16 +181,16 @@ pub async fn find(
     let mut ids: Vec<i64> = hits.iter().map(|h| h.posting.object_id).collect();
     ids.sort_unstable();
     ids.dedup();
-    let (mut records, missing) = cache.get(&ids);
+    let (mut records, missing) = cards.get(portal_id, &ids);
     if !missing.is_empty() {
-        let epoch = cache.epoch();
-        let read: Vec<Arc<Record>> = store
+        let epoch = cards.epoch();
+        let read: Vec<Card> = store
             .records_by_ids(portal_id, &missing)
             .await?
-            .into_iter()
-            .map(Arc::new)
+            .iter()
+            .filter_map(|r| Card::of_record(portal_id, r))
             .collect();
-        cache.insert(&read, epoch);
+        cards.insert(&read, epoch);
         records.extend(read);
     }
     let mut ranked = rank(&hits, records, extension, &HashMap::new());

@@ -17,7 +17,7 @@ use super::extract::{Auth, JsonBody};
 use crate::callerid::{self, normalize};
 use crate::clock;
 use crate::state::AppState;
-use crate::store::{AssociateMode, IgnoredNumber, ObjectType};
+use crate::store::{AssociateMode, IgnoredNumber};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -58,6 +58,12 @@ pub struct Info {
     pub index_bytes: usize,
     pub index_bytes_per_number: f64,
     pub index_ready_ms: u64,
+    /// Caller-ID cards filed (one per live contact and company) and their heap.
+    pub cards: usize,
+    pub card_bytes: usize,
+    /// Time the warm-up took to file every card after the index was ready; absent until done.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cards_ready_ms: Option<u64>,
     pub uptime_seconds: u64,
 }
 
@@ -72,6 +78,9 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         index_bytes_per_number: state.index.memory_bytes() as f64
             / state.index.numbers().max(1) as f64,
         index_ready_ms: state.index_ready_ms as u64,
+        cards: state.cards.len(),
+        card_bytes: state.cards.memory_bytes(),
+        cards_ready_ms: state.cards.warm_ms(),
         uptime_seconds: state.started.elapsed().as_secs(),
     })
 }
@@ -137,7 +146,7 @@ async fn explain(
     let ignored = state.index.is_ignored(auth.portal_id, caller.key);
     let matches = callerid::find(
         &state.index,
-        &state.records,
+        &state.cards,
         state.store.as_ref(),
         auth.portal_id,
         &caller,
@@ -213,14 +222,10 @@ async fn explain(
     })))
 }
 
-fn display_props(r: &crate::store::Record) -> Value {
-    let keys: &[&str] = match r.object_type {
-        ObjectType::Contact => &["firstname", "lastname", "email", "country"],
-        _ => &["name", "domain", "country"],
-    };
+fn display_props(r: &callerid::Card) -> Value {
     let mut m = serde_json::Map::new();
-    for k in keys {
-        if let Some(v) = r.properties.get(*k) {
+    for k in callerid::cards::fields(r.object_type) {
+        if let Some(v) = r.get(k) {
             m.insert((*k).into(), json!(v));
         }
     }

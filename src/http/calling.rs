@@ -148,10 +148,9 @@ impl CallerIdMatch {
     pub fn from_match(m: &Match, portal_id: i64) -> Self {
         let p = |k: &str| {
             m.record
-                .properties
                 .get(k)
                 .filter(|v| !v.is_empty())
-                .cloned()
+                .map(str::to_string)
         };
         let contact = m.record.object_type == ObjectType::Contact;
         CallerIdMatch {
@@ -232,7 +231,7 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
         Some(caller) => {
             callerid::find(
                 &state.index,
-                &state.records,
+                &state.cards,
                 state.store.as_ref(),
                 portal.id,
                 caller,

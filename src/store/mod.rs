@@ -163,6 +163,17 @@ pub struct IndexRow {
     pub guessed: bool,
 }
 
+/// A live contact or company as the caller-ID cards are filled from it at start: its
+/// properties stay JSON text so the reader parses only the few it keeps.
+#[derive(Debug, Clone)]
+pub struct CardRow {
+    pub id: i64,
+    pub portal_id: i64,
+    pub object_type: ObjectType,
+    pub updated_at: i64,
+    pub properties_json: String,
+}
+
 /// An association row; every pair is stored in both directions.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Association {
@@ -323,6 +334,9 @@ pub trait Store: Send + Sync + 'static {
         after: Option<(i64, String)>,
         limit: i64,
     ) -> StoreResult<Vec<IndexRow>>;
+    /// One page of live contacts and companies of every portal, in id order after `after`:
+    /// what the caller-ID cards are filled from at start.
+    async fn card_rows(&self, after: i64, limit: i64) -> StoreResult<Vec<CardRow>>;
     async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>>;
     /// The phone rows of some records.
     async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>>;

@@ -644,6 +644,15 @@ impl Store for SqliteStore {
         sqlite_direct::index_rows(&self.path, after, limit)
     }
 
+    /// A page is a range scan of 10,000 rows: run on a blocking thread, off the workers that
+    /// answer calls while the cards fill.
+    async fn card_rows(&self, after: i64, limit: i64) -> StoreResult<Vec<CardRow>> {
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || sqlite_direct::card_rows(&path, after, limit))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("card reader: {e}")))?
+    }
+
     async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>> {
         sqlx::query(
             "SELECT * FROM phones WHERE portal_id = $1 AND object_id IN (SELECT value FROM json_each($2))

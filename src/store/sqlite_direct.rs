@@ -207,6 +207,31 @@ pub fn index_rows(
     })
 }
 
+/// A page of live contacts and companies in id order, for the caller-ID cards.
+pub fn card_rows(path: &str, after: i64, limit: i64) -> StoreResult<Vec<CardRow>> {
+    with_reader(path, |conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, portal_id, object_type = '0-2', updated_at, properties FROM objects
+             WHERE id > ?1 AND archived = 0 AND object_type IN ('0-1', '0-2')
+             ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![after, limit], |r| {
+            Ok(CardRow {
+                id: r.get(0)?,
+                portal_id: r.get(1)?,
+                object_type: if r.get::<_, bool>(2)? {
+                    ObjectType::Company
+                } else {
+                    ObjectType::Contact
+                },
+                updated_at: r.get(3)?,
+                properties_json: r.get(4)?,
+            })
+        })?;
+        Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+    })
+}
+
 fn record_from_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<StoreResult<Record>> {
     let ty: String = row.get(1)?;
     let props: String = row.get(2)?;
