@@ -269,5 +269,10 @@ async fn warm_cards(store: DynStore, cards: Arc<CardStore>) {
         }
     }
     cards.set_warm(started.elapsed());
-    tracing::info!(cards = cards.len(), bytes = cards.memory_bytes(), seconds = started.elapsed().as_secs_f64(), "caller-ID cards ready");
+    tracing::info!(
+        cards = cards.len(),
+        bytes = cards.memory_bytes(),
+        seconds = started.elapsed().as_secs_f64(),
+        "caller-ID cards ready"
+    );
 }

@@ -66,7 +66,10 @@ type Shown = [Option<String>; 4];
 
 /// The scan: every live contact and company, parsed here, grouped by E.164, and what an
 /// answer must show of each.
-async fn scan(server: &Server, token: &str) -> (HashMap<String, BTreeSet<i64>>, HashMap<i64, Shown>) {
+async fn scan(
+    server: &Server,
+    token: &str,
+) -> (HashMap<String, BTreeSet<i64>>, HashMap<i64, Shown>) {
     let mut by_number: HashMap<String, BTreeSet<i64>> = HashMap::new();
     let mut shown: HashMap<i64, Shown> = HashMap::new();
     for ty in ["contacts", "companies"] {
@@ -127,7 +130,10 @@ async fn check(
             let id = m["objectCoordinates"]["objectId"].as_i64().unwrap();
             let f = |k: &str| m[k].as_str().map(str::to_string);
             let got = [f("firstName"), f("lastName"), f("email"), f("name")];
-            assert_eq!(got, shown[&id], "step {step}: the answer shows stale fields of {id}");
+            assert_eq!(
+                got, shown[&id],
+                "step {step}: the answer shows stale fields of {id}"
+            );
         }
     }
 }

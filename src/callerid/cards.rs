@@ -224,7 +224,8 @@ struct Table {
 
 impl Table {
     fn offset(&self, id: i64) -> Option<usize> {
-        let slot = self.pages.get(&id.div_euclid(PAGE as i64))?[id.rem_euclid(PAGE as i64) as usize];
+        let slot =
+            self.pages.get(&id.div_euclid(PAGE as i64))?[id.rem_euclid(PAGE as i64) as usize];
         (slot != 0).then(|| slot as usize - 1)
     }
 
@@ -237,6 +238,12 @@ impl Table {
     }
 
     fn put(&mut self, card: &Card) {
+        // Grow by an eighth, not by doubling: at 10M cards a doubled arena would leave hundreds
+        // of MiB allocated and unused. A large Vec reallocates with `mremap`, without a copy.
+        if self.arena.capacity() - self.arena.len() < 1024 {
+            self.arena
+                .reserve_exact((self.arena.len() / 8).max(1 << 20));
+        }
         let offset = self.arena.len();
         card.encode(&mut self.arena);
         let slot = self.slot_mut(card.id);
@@ -358,7 +365,8 @@ impl CardStore {
     }
 
     pub fn set_warm(&self, took: std::time::Duration) {
-        self.warm_ms.store(took.as_millis() as u64, Ordering::Release);
+        self.warm_ms
+            .store(took.as_millis() as u64, Ordering::Release);
         self.warm.store(true, Ordering::Release);
     }
 
@@ -403,8 +411,10 @@ mod tests {
         if let Some(f) = first {
             r.properties.insert("firstname".into(), f.into());
         }
-        r.properties.insert("email".into(), format!("c{id}@example.com"));
-        r.properties.insert("jobtitle".into(), "not on a card".into());
+        r.properties
+            .insert("email".into(), format!("c{id}@example.com"));
+        r.properties
+            .insert("jobtitle".into(), "not on a card".into());
         Card::of_record(7, &r).expect("live contact")
     }
 
@@ -412,14 +422,23 @@ mod tests {
     fn cards_round_trip_through_the_arena_and_json() {
         let store = CardStore::new(true);
         let cards: Vec<Card> = (0..2000)
-            .map(|i| card(i * 3, (i % 2 == 0).then_some("Ünïcode name"), 1_700_000_000_000 + i))
+            .map(|i| {
+                card(
+                    i * 3,
+                    (i % 2 == 0).then_some("Ünïcode name"),
+                    1_700_000_000_000 + i,
+                )
+            })
             .collect();
         assert!(store.insert(&cards, store.epoch()));
         let ids: Vec<i64> = (0..6000).collect();
         let (found, missing) = store.get(7, &ids);
         assert_eq!(found, cards);
         assert_eq!(missing.len(), 4000);
-        assert!(store.get(8, &[3]).0.is_empty(), "another portal's card is never shown");
+        assert!(
+            store.get(8, &[3]).0.is_empty(),
+            "another portal's card is never shown"
+        );
         let json = r#"{"jobtitle":"x","firstname":"Ünïcode name","email":"c0@example.com","nested":{"a":[1,2]}}"#;
         let parsed = Card::from_json(0, 7, ObjectType::Contact, 1_700_000_000_000, json).unwrap();
         assert_eq!(parsed, cards[0]);

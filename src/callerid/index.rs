@@ -2,9 +2,10 @@
 //!
 //! Keys are E.164 digits as a `u64` (a string key costs twice the memory and three times the
 //! probe time, `../shared/docs/stack.md` §4). A posting is packed into one `u64` (record id,
-//! type, property, flags) and most keys have one, so postings live inline in a
-//! `SmallVec<[u64; 1]>`: about 24 bytes per entry before the table's own overhead. The rare
-//! stored extension lives in a side map.
+//! type, property, flags) and almost every number belongs to one record, so a table entry is
+//! the key and that one posting: 16 bytes plus a control byte (a `SmallVec` value made it 32).
+//! A number shared by several records points into a side list instead ([`PostingMap`]). The
+//! rare stored extension lives in a side map.
 //!
 //! A number typed without a country code on a record with no country (its region was a
 //! guess) is also filed under its national digits, but only when the guess did not give a
@@ -17,8 +18,6 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
-
-use smallvec::SmallVec;
 
 use crate::store::{IndexRow, ObjectType, PhoneRow};
 
@@ -65,16 +64,131 @@ fn property_of(x: Packed) -> u8 {
     ((x >> (ID_BITS + 2)) & 3) as u8
 }
 
-type Postings = SmallVec<[Packed; 1]>;
+/// Set on a table value that is not a posting but an index into [`PostingMap::shared`];
+/// packed postings use the low 46 bits only.
+const SHARED: u64 = 1 << 63;
+
+/// Number key → the postings filed under it.
+#[derive(Default)]
+struct PostingMap {
+    map: HashMap<u64, Packed>,
+    /// Posting lists of numbers shared by several records; `free` holds reusable slots.
+    shared: Vec<Vec<Packed>>,
+    free: Vec<usize>,
+}
+
+impl PostingMap {
+    fn get(&self, key: u64) -> &[Packed] {
+        match self.map.get(&key) {
+            None => &[],
+            Some(v) if v & SHARED != 0 => &self.shared[(v & !SHARED) as usize],
+            Some(v) => std::slice::from_ref(v),
+        }
+    }
+
+    fn add(&mut self, key: u64, posting: Packed) {
+        use std::collections::hash_map::Entry;
+        let PostingMap { map, shared, free } = self;
+        match map.entry(key) {
+            Entry::Vacant(e) => {
+                e.insert(posting);
+            }
+            Entry::Occupied(mut e) => {
+                let v = *e.get();
+                if v & SHARED != 0 {
+                    let list = &mut shared[(v & !SHARED) as usize];
+                    if !list.contains(&posting) {
+                        list.push(posting);
+                    }
+                } else if v != posting {
+                    let slot = match free.pop() {
+                        Some(i) => {
+                            shared[i] = vec![v, posting];
+                            i
+                        }
+                        None => {
+                            shared.push(vec![v, posting]);
+                            shared.len() - 1
+                        }
+                    };
+                    e.insert(SHARED | slot as u64);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, key: u64, object_id: i64, property: u8) {
+        let gone = |p: &Packed| id_of(*p) == object_id && property_of(*p) == property;
+        let Some(&v) = self.map.get(&key) else {
+            return;
+        };
+        if v & SHARED == 0 {
+            if gone(&v) {
+                self.map.remove(&key);
+            }
+            return;
+        }
+        let slot = (v & !SHARED) as usize;
+        let list = &mut self.shared[slot];
+        list.retain(|p| !gone(p));
+        match list.len() {
+            0 | 1 => {
+                let rest = std::mem::take(list).pop();
+                self.free.push(slot);
+                match rest {
+                    Some(only) => self.map.insert(key, only),
+                    None => self.map.remove(&key),
+                };
+            }
+            _ => {}
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    fn postings(&self) -> usize {
+        self.map
+            .values()
+            .map(|v| {
+                if v & SHARED != 0 {
+                    self.shared[(v & !SHARED) as usize].len()
+                } else {
+                    1
+                }
+            })
+            .sum()
+    }
+
+    fn memory_bytes(&self) -> usize {
+        table_bytes(&self.map)
+            + self.shared.capacity() * std::mem::size_of::<Vec<Packed>>()
+            + self
+                .shared
+                .iter()
+                .map(|l| l.capacity() * std::mem::size_of::<Packed>())
+                .sum::<usize>()
+            + self.free.capacity() * std::mem::size_of::<usize>()
+    }
+}
+
+/// A hash table's heap: hashbrown allocates a power of two of buckets, each a key, a value
+/// and a control byte, and reports 7/8 of them as its capacity.
+fn table_bytes<K, V>(m: &HashMap<K, V>) -> usize {
+    let cap = m.capacity();
+    let buckets = if cap < 8 { cap + 1 } else { cap / 7 * 8 };
+    buckets * (std::mem::size_of::<K>() + std::mem::size_of::<V>() + 1)
+}
 
 #[derive(Default)]
 struct PortalIndex {
-    exact: HashMap<u64, Postings>,
-    national: HashMap<u64, Postings>,
+    exact: PostingMap,
+    national: PostingMap,
     /// Stored extensions by (record id, property).
     extensions: HashMap<(i64, u8), u32>,
     /// Last-N-digits map, present only while the portal has suffix matching on.
-    suffix: Option<(u8, HashMap<u64, Postings>)>,
+    suffix: Option<(u8, PostingMap)>,
     ignored: HashSet<u64>,
 }
 
@@ -142,22 +256,6 @@ fn suffix_key(row: &PhoneRow, n: u8) -> Option<u64> {
     digits[digits.len() - n..].parse().ok()
 }
 
-fn remove(map: &mut HashMap<u64, Postings>, key: u64, object_id: i64, property: u8) {
-    if let Some(list) = map.get_mut(&key) {
-        list.retain(|p| !(id_of(*p) == object_id && property_of(*p) == property));
-        if list.is_empty() {
-            map.remove(&key);
-        }
-    }
-}
-
-fn add(map: &mut HashMap<u64, Postings>, key: u64, posting: Packed) {
-    let list = map.entry(key).or_default();
-    if !list.contains(&posting) {
-        list.push(posting);
-    }
-}
-
 impl PortalIndex {
     fn insert(&mut self, row: &PhoneRow) {
         let Some(posting) = posting_of(row) else {
@@ -169,18 +267,18 @@ impl PortalIndex {
                 .insert((row.object_id, posting.property), ext);
         }
         if let Some(key) = row.e164.as_deref().and_then(e164_key) {
-            add(&mut self.exact, key, packed);
+            self.exact.add(key, packed);
         }
         if posting.guessed
             && row.e164.is_none()
             && let Some(key) = row.national_key
         {
-            add(&mut self.national, key as u64, packed);
+            self.national.add(key as u64, packed);
         }
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
         {
-            add(map, key, packed);
+            map.add(key, packed);
         }
     }
 
@@ -190,20 +288,16 @@ impl PortalIndex {
         };
         self.extensions.remove(&(row.object_id, posting.property));
         if let Some(key) = row.e164.as_deref().and_then(e164_key) {
-            remove(&mut self.exact, key, row.object_id, posting.property);
+            self.exact.remove(key, row.object_id, posting.property);
         }
         if let Some(key) = row.national_key {
-            remove(
-                &mut self.national,
-                key as u64,
-                row.object_id,
-                posting.property,
-            );
+            self.national
+                .remove(key as u64, row.object_id, posting.property);
         }
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
         {
-            remove(map, key, row.object_id, posting.property);
+            map.remove(key, row.object_id, posting.property);
         }
     }
 }
@@ -229,13 +323,13 @@ impl CallerIdIndex {
                 idx.extensions.insert((r.object_id, r.property), ext);
             }
             if let Some(key) = r.e164_key {
-                add(&mut idx.exact, key as u64, packed);
+                idx.exact.add(key as u64, packed);
             }
             if r.guessed
                 && r.e164_key.is_none()
                 && let Some(key) = r.national_key
             {
-                add(&mut idx.national, key as u64, packed);
+                idx.national.add(key as u64, packed);
             }
         }
     }
@@ -264,10 +358,10 @@ impl CallerIdIndex {
         let mut portals = self.portals.write().expect("index lock poisoned");
         let idx = portals.entry(portal_id).or_default();
         idx.suffix = digits.map(|n| {
-            let mut map = HashMap::new();
+            let mut map = PostingMap::default();
             for row in rows {
                 if let (Some(p), Some(k)) = (posting_of(row), suffix_key(row, n)) {
-                    add(&mut map, k, pack(&p));
+                    map.add(k, pack(&p));
                 }
             }
             (n, map)
@@ -297,8 +391,8 @@ impl CallerIdIndex {
             return Vec::new();
         }
         let mut hits = Vec::new();
-        if let Some(list) = idx.exact.get(&caller.key) {
-            hits.extend(list.iter().map(|x| {
+        {
+            hits.extend(idx.exact.get(caller.key).iter().map(|x| {
                 let posting = idx.unpack(*x);
                 let tier = if posting.guessed {
                     Tier::National
@@ -314,12 +408,10 @@ impl CallerIdIndex {
                 .into_iter()
                 .flatten()
             {
-                if let Some(list) = idx.national.get(&key) {
-                    hits.extend(list.iter().map(|x| Hit {
-                        posting: idx.unpack(*x),
-                        tier: Tier::National,
-                    }));
-                }
+                hits.extend(idx.national.get(key).iter().map(|x| Hit {
+                    posting: idx.unpack(*x),
+                    tier: Tier::National,
+                }));
             }
         }
         if let Some((n, map)) = &idx.suffix {
@@ -327,9 +419,8 @@ impl CallerIdIndex {
             let digits = caller.e164.trim_start_matches('+');
             if digits.len() >= n
                 && let Ok(key) = digits[digits.len() - n..].parse::<u64>()
-                && let Some(list) = map.get(&key)
             {
-                hits.extend(list.iter().map(|x| Hit {
+                hits.extend(map.get(key).iter().map(|x| Hit {
                     posting: idx.unpack(*x),
                     tier: Tier::Suffix,
                 }));
@@ -345,29 +436,18 @@ impl CallerIdIndex {
             .is_some_and(|p| p.ignored.contains(&key))
     }
 
-    /// An estimate of the index's heap: every table's allocated buckets (key, value and
-    /// control byte) plus postings that spilled out of line. Reported by
-    /// `/switchboard/v1/info` so the memory target can be checked on a live server.
+    /// The index's heap: every table's allocated buckets (key, value and control byte) plus
+    /// the lists of shared numbers. Reported by `/switchboard/v1/info` so the memory target
+    /// can be checked on a live server.
     pub fn memory_bytes(&self) -> usize {
-        fn table<K, V>(m: &HashMap<K, V>) -> usize {
-            m.capacity() * (std::mem::size_of::<K>() + std::mem::size_of::<V>() + 1)
-        }
-        fn spilled(m: &HashMap<u64, Postings>) -> usize {
-            m.values()
-                .filter(|p| p.spilled())
-                .map(|p| p.capacity() * std::mem::size_of::<Packed>())
-                .sum()
-        }
         let portals = self.portals.read().expect("index lock poisoned");
         portals
             .values()
             .map(|p| {
-                table(&p.exact)
-                    + spilled(&p.exact)
-                    + table(&p.national)
-                    + spilled(&p.national)
-                    + table(&p.extensions)
-                    + p.suffix.as_ref().map_or(0, |(_, m)| table(m) + spilled(m))
+                p.exact.memory_bytes()
+                    + p.national.memory_bytes()
+                    + table_bytes(&p.extensions)
+                    + p.suffix.as_ref().map_or(0, |(_, m)| m.memory_bytes())
                     + p.ignored.capacity() * (std::mem::size_of::<u64>() + 1)
             })
             .sum()
@@ -378,10 +458,60 @@ impl CallerIdIndex {
         let portals = self.portals.read().expect("index lock poisoned");
         portals
             .values()
-            .map(|p| {
-                p.exact.values().map(|v| v.len()).sum::<usize>()
-                    + p.national.values().map(|v| v.len()).sum::<usize>()
-            })
+            .map(|p| p.exact.postings() + p.national.postings())
             .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Random adds and removes against a plain map of sets: a number moves between one inline
+    /// posting and a shared list and back, and slots are reused, without ever losing a posting.
+    #[test]
+    fn posting_map_matches_a_plain_model() {
+        let mut map = PostingMap::default();
+        let mut model: HashMap<u64, Vec<Packed>> = HashMap::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let key = x % 50;
+            let posting = pack(&Posting {
+                object_id: (x >> 8) as i64 % 7,
+                object_type: ObjectType::Contact,
+                property: ((x >> 16) % 3) as u8,
+                guessed: false,
+                extension: None,
+            });
+            if x >> 60 < 9 {
+                map.add(key, posting);
+                let list = model.entry(key).or_default();
+                if !list.contains(&posting) {
+                    list.push(posting);
+                }
+            } else {
+                map.remove(key, id_of(posting), property_of(posting));
+                if let Some(list) = model.get_mut(&key) {
+                    list.retain(|p| {
+                        !(id_of(*p) == id_of(posting) && property_of(*p) == property_of(posting))
+                    });
+                    if list.is_empty() {
+                        model.remove(&key);
+                    }
+                }
+            }
+        }
+        for key in 0..50 {
+            let mut got = map.get(key).to_vec();
+            let mut want = model.get(&key).cloned().unwrap_or_default();
+            got.sort_unstable();
+            want.sort_unstable();
+            assert_eq!(got, want, "key {key}");
+        }
+        assert_eq!(map.postings(), model.values().map(Vec::len).sum::<usize>());
+        assert!(map.shared.len() <= 50, "freed slots are reused");
     }
 }

@@ -610,22 +610,35 @@ impl Store for SqliteStore {
         property: &str,
         value: &str,
     ) -> StoreResult<Option<Record>> {
-        // The unique properties have expression indexes (migration 0004), which SQLite uses
-        // only when the query spells the same expression.
-        let path = match property {
-            "email" => "json_extract(properties, '$.email')",
-            "domain" => "json_extract(properties, '$.domain')",
-            "hs_call_external_id" => "json_extract(properties, '$.hs_call_external_id')",
-            _ => "json_extract(properties, '$.' || json_quote($3))",
+        // The unique properties have partial expression indexes (migrations 0004, 0007), which
+        // SQLite uses only when the query spells the same expression and, literally, the same
+        // type. The type is one of three constants, so inlining it is safe.
+        // `INDEXED BY` because the planner, without statistics, preferred objects_portal_type
+        // (three equality terms against two) and scanned the portal; with it, a query that
+        // cannot use the index fails instead of silently scanning.
+        let (path, indexed) = match (property, object_type) {
+            ("email", ObjectType::Contact) => (
+                "json_extract(properties, '$.email')",
+                "INDEXED BY objects_email",
+            ),
+            ("domain", ObjectType::Company) => (
+                "json_extract(properties, '$.domain')",
+                "INDEXED BY objects_domain",
+            ),
+            ("hs_call_external_id", ObjectType::Call) => (
+                "json_extract(properties, '$.hs_call_external_id')",
+                "INDEXED BY objects_external_id",
+            ),
+            _ => ("json_extract(properties, '$.' || json_quote($2))", ""),
         };
         let sql = format!(
-            "SELECT {RECORD_COLUMNS} FROM objects
-             WHERE portal_id = $1 AND object_type = $2 AND archived = 0 AND {path} = $4 AND $3 = $3
-             ORDER BY id LIMIT 1"
+            "SELECT {RECORD_COLUMNS} FROM objects {indexed}
+             WHERE portal_id = $1 AND object_type = '{}' AND archived = 0 AND {path} = $3 AND $2 = $2
+             ORDER BY id LIMIT 1",
+            object_type.type_id()
         );
         sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(portal_id)
-            .bind(object_type.type_id())
             .bind(property)
             .bind(value)
             .fetch_optional(&self.pool)

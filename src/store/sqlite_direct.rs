@@ -407,9 +407,9 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
         // The call with this externalCallId, archived or not (a repost restores it); the
         // objects_external_id index answers it, so no table of keys has to be kept in step.
         let mut find = tx.prepare_cached(
-            "SELECT id FROM objects
-             WHERE portal_id = ?1 AND object_type = ?2
-               AND json_extract(properties, '$.hs_call_external_id') = ?3
+            "SELECT id FROM objects INDEXED BY objects_external_id
+             WHERE portal_id = ?1 AND object_type = '0-48'
+               AND json_extract(properties, '$.hs_call_external_id') = ?2
              ORDER BY id LIMIT 1",
         )?;
         let mut insert_call = tx.prepare_cached(INSERT_PENDING_RECORD)?;
@@ -423,14 +423,7 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
             })?;
         for call in batch {
             let known: Option<i64> = find
-                .query_row(
-                    params![
-                        call.portal_id,
-                        ObjectType::Call.type_id(),
-                        call.external_call_id
-                    ],
-                    |r| r.get(0),
-                )
+                .query_row(params![call.portal_id, call.external_call_id], |r| r.get(0))
                 .optional()?;
             let logged = match known {
                 Some(id) => {
