@@ -306,6 +306,93 @@ async fn extensions_shared_numbers_and_associate_modes() {
     let _ = other;
 }
 
+/// `best` mode: the company a logged call goes to is the contacts' shared primary company,
+/// read when the call is logged (so an archived company no longer counts), else the best
+/// company match.
+#[tokio::test]
+async fn best_mode_sends_the_call_to_the_shared_primary_company() {
+    let db = Db::new();
+    db.portal(904, "US");
+    let token = db.token(904, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let hq = create(&server, &token, "companies", json!({"name": "HQ"})).await;
+    let branch = create(
+        &server,
+        &token,
+        "companies",
+        json!({"name": "Branch", "phone": "+1 415 555 0177"}),
+    )
+    .await;
+    let contact = |phone: &'static str, company: Option<i64>| {
+        let server = &server;
+        let token = &token;
+        async move {
+            let associations: Vec<Value> = company
+                .map(|c| json!({"to": {"id": c.to_string()}, "types": [{"associationCategory": "HUBSPOT_DEFINED", "associationTypeId": 1}]}))
+                .into_iter()
+                .collect();
+            let (s, _, b) = post(
+                &server.url("/crm/v3/objects/contacts"),
+                token,
+                &json!({"properties": {"phone": phone}, "associations": associations}),
+            )
+            .await;
+            assert_eq!(s, 201, "{b}");
+            b["id"].as_str().unwrap().parse::<i64>().unwrap()
+        }
+    };
+    let associated = |external: &'static str, from: &'static str| {
+        let server = &server;
+        let token = &token;
+        async move {
+            let (s, h, r) = post(&server.url(INBOUND), token, &inbound(external, from, true)).await;
+            assert_eq!(s, 200, "{r}");
+            let call = h["x-switchboard-call-id"].to_str().unwrap().to_string();
+            let (_, c) = get(
+                &server.url(&format!(
+                    "/crm/v3/objects/calls/{call}?associations=contacts,companies"
+                )),
+                token,
+            )
+            .await;
+            let ids = |t: &str| -> Vec<i64> {
+                c["associations"][t]["results"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .map(|x| x["id"].as_str().unwrap().parse().unwrap())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            };
+            (ids("contacts"), ids("companies"))
+        }
+    };
+    // Two contacts share a number and a primary company that does not carry the number.
+    contact("(415) 555-0150", Some(hq)).await;
+    contact("415.555.0150", Some(hq)).await;
+    assert_eq!(associated("p-1", "+14155550150").await, (vec![], vec![hq]));
+    // Two contacts share a number but not a primary company, and no company matches.
+    contact("(415) 555-0160", Some(hq)).await;
+    contact("(415) 555-0160", Some(branch)).await;
+    assert_eq!(associated("p-2", "+14155550160").await, (vec![], vec![]));
+    // One contact without a primary company: the company that matches the number.
+    let solo = contact("(415) 555-0177", None).await;
+    assert_eq!(
+        associated("p-3", "+14155550177").await,
+        (vec![solo], vec![branch])
+    );
+    // An archived company is nobody's primary company any more.
+    let r = client()
+        .delete(server.url(&format!("/crm/v3/objects/companies/{hq}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
+    assert_eq!(associated("p-4", "+14155550150").await, (vec![], vec![]));
+}
+
 /// Ranking rule 4 reads the tied records' calls: a record's most recent live call, whichever
 /// way the call was associated with it (inbound-call or the objects API), and an archived
 /// call no longer counts.

@@ -22,7 +22,7 @@ use crate::callerid::{self, CallerNumber, Match, normalize};
 use crate::clock;
 use crate::crm;
 use crate::state::AppState;
-use crate::store::{AssociateMode, CallLog, ObjectType, Properties};
+use crate::store::{AssociateMode, CallLog, CompanyChoice, ObjectType, Properties};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -347,7 +347,7 @@ async fn build_call_log(
         "hs_call_external_id".to_string(),
         req.external_call_id.clone(),
     );
-    let associations = choose_associations(state, portal_id, mode, matches).await?;
+    let (associations, company) = choose_associations(mode, matches);
     let is_new_default = !props.contains_key("hs_timestamp");
     if is_new_default {
         // Only a first post sets the receipt time; a repost must not move the call in time.
@@ -359,6 +359,7 @@ async fn build_call_log(
         create_only_timestamp: is_new_default,
         properties: props,
         associations,
+        company,
         at: arrived,
     })
 }
@@ -381,13 +382,12 @@ const PRIMARY_COMPANY: i64 = 1;
 /// `best`: one best contact gets the call, with its primary company (else the best company
 /// match). Several contacts tied at the best rank are a shared number: the call goes to their
 /// common primary company, else to the best company match, and to none of the contacts.
-/// `all`: every match. `none`: nothing.
-async fn choose_associations(
-    state: &AppState,
-    portal_id: i64,
+/// `all`: every match. `none`: nothing. The primary company is looked up by the writer, in
+/// the transaction that logs the call ([`CompanyChoice`]).
+fn choose_associations(
     mode: AssociateMode,
     matches: &[Match],
-) -> Result<Vec<(ObjectType, i64, i64, i64)>, ApiError> {
+) -> (Vec<(ObjectType, i64, i64, i64)>, Option<CompanyChoice>) {
     let assoc = |m: &Match| {
         let (a, b) = if m.record.object_type == ObjectType::Contact {
             CALL_TO_CONTACT
@@ -397,8 +397,8 @@ async fn choose_associations(
         (m.record.object_type, m.record.id, a, b)
     };
     match mode {
-        AssociateMode::None => Ok(Vec::new()),
-        AssociateMode::All => Ok(matches.iter().map(assoc).collect()),
+        AssociateMode::None => (Vec::new(), None),
+        AssociateMode::All => (matches.iter().map(assoc).collect(), None),
         AssociateMode::Best => {
             let contacts: Vec<&Match> = matches
                 .iter()
@@ -406,49 +406,36 @@ async fn choose_associations(
                 .collect();
             let best_company = matches
                 .iter()
-                .find(|m| m.record.object_type == ObjectType::Company);
-            let company_of_match = best_company.map(|m| (m.record.id, assoc(m)));
+                .find(|m| m.record.object_type == ObjectType::Company)
+                .map(|m| m.record.id);
             let Some(top) = contacts.first() else {
-                return Ok(company_of_match.map(|(_, a)| vec![a]).unwrap_or_default());
+                let choice = best_company.map(|id| CompanyChoice {
+                    contacts: Vec::new(),
+                    fallback: Some(id),
+                    primary_type: PRIMARY_COMPANY,
+                    type_ids: CALL_TO_COMPANY,
+                });
+                return (Vec::new(), choice);
             };
-            let tied: Vec<&&Match> = contacts
+            let tied: Vec<i64> = contacts
                 .iter()
                 .filter(|m| (m.tier, m.extension_match) == (top.tier, top.extension_match))
+                .map(|m| m.record.id)
                 .collect();
-            let mut primaries = Vec::with_capacity(tied.len());
-            for m in &tied {
-                let companies = state
-                    .store
-                    .associations(portal_id, m.record.id, ObjectType::Company)
-                    .await?;
-                primaries.push(
-                    companies
-                        .iter()
-                        .find(|a| a.type_id == PRIMARY_COMPANY)
-                        .map(|a| a.to_id),
-                );
-            }
-            let common = primaries
-                .first()
-                .copied()
-                .flatten()
-                .filter(|c| primaries.iter().all(|p| *p == Some(*c)));
-            let company = common
-                .map(|id| {
-                    (
-                        ObjectType::Company,
-                        id,
-                        CALL_TO_COMPANY.0,
-                        CALL_TO_COMPANY.1,
-                    )
-                })
-                .or(company_of_match.map(|(_, a)| a));
-            let mut out = Vec::new();
-            if tied.len() == 1 {
-                out.push(assoc(top));
-            }
-            out.extend(company);
-            Ok(out)
+            let out = if tied.len() == 1 {
+                vec![assoc(top)]
+            } else {
+                Vec::new()
+            };
+            (
+                out,
+                Some(CompanyChoice {
+                    contacts: tied,
+                    fallback: best_company,
+                    primary_type: PRIMARY_COMPANY,
+                    type_ids: CALL_TO_COMPANY,
+                }),
+            )
         }
     }
 }

@@ -52,6 +52,11 @@ const INSERT_PENDING_RECORD: &str = "INSERT INTO objects (id, portal_id, object_
 /// (29–30k req/s) and the 128 MiB one cost logging 15 %.
 pub(super) const CACHE_KIB: i64 = -8192;
 
+/// Readers' page cache, in KiB. SQLite empties a reader's cache at its first read after
+/// another connection commits, which while calls are logged is every read, so a reader keeps
+/// almost nothing; emptying a small cache is cheap.
+const READER_CACHE_KIB: i64 = -512;
+
 fn configure(conn: &Connection) -> rusqlite::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
@@ -75,6 +80,7 @@ fn with_reader<T>(path: &str, f: impl FnOnce(&Connection) -> StoreResult<T>) -> 
             let conn = Connection::open(path)?;
             configure(&conn)?;
             conn.pragma_update(None, "query_only", "ON")?;
+            conn.pragma_update(None, "cache_size", READER_CACHE_KIB)?;
             // No mmap: SQLite unmaps a reader's whole mapping at the first read after any
             // commit by another connection, so while calls were being logged every lookup
             // faulted its pages back in, with a TLB shootdown per unmap: 15 % of the server's
@@ -417,10 +423,9 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
             "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'HUBSPOT_DEFINED')",
         )?;
-        let mut next: i64 =
-            tx.query_row("SELECT COALESCE(MAX(id), 0) + 1 FROM objects", [], |r| {
-                r.get(0)
-            })?;
+        let mut next: i64 = tx
+            .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM objects")?
+            .query_row([], |r| r.get(0))?;
         for call in batch {
             let known: Option<i64> = find
                 .query_row(params![call.portal_id, call.external_call_id], |r| r.get(0))
@@ -451,7 +456,20 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
                     }
                 }
             };
-            for &(ty, id, call_to, to_call) in &call.associations {
+            let company = match &call.company {
+                Some(choice) => shared_primary(&tx, call.portal_id, choice)?
+                    .or(choice.fallback)
+                    .map(|id| {
+                        (
+                            ObjectType::Company,
+                            id,
+                            choice.type_ids.0,
+                            choice.type_ids.1,
+                        )
+                    }),
+                None => None,
+            };
+            for &(ty, id, call_to, to_call) in call.associations.iter().chain(&company) {
                 let call_type = ObjectType::Call.type_id();
                 associate.execute(params![
                     logged.call_id,
@@ -477,6 +495,41 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
     Ok(out)
 }
 
+/// The live primary company that every contact of `choice` has, if they share one. A
+/// contact's lowest-id primary company counts, as the objects API lists them.
+fn shared_primary(
+    tx: &rusqlite::Transaction<'_>,
+    portal_id: i64,
+    choice: &CompanyChoice,
+) -> StoreResult<Option<i64>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT a.to_id FROM associations a JOIN objects o ON o.id = a.to_id
+         WHERE a.from_id = ?1 AND a.to_type = ?2 AND a.type_id = ?3 AND a.portal_id = ?4
+           AND o.archived = 0
+         ORDER BY a.to_id LIMIT 1",
+    )?;
+    let mut shared = None;
+    for (i, &contact) in choice.contacts.iter().enumerate() {
+        let primary: Option<i64> = stmt
+            .query_row(
+                params![
+                    contact,
+                    ObjectType::Company.type_id(),
+                    choice.primary_type,
+                    portal_id
+                ],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match primary {
+            None => return Ok(None),
+            Some(p) if i > 0 && shared != Some(p) => return Ok(None),
+            Some(p) => shared = Some(p),
+        }
+    }
+    Ok(shared)
+}
+
 /// A repost's properties go over the call's; a repost keeps the call's time unless it sends one.
 fn reposted_properties(before: &Properties, call: &CallLog) -> Properties {
     let mut props = before.clone();
@@ -492,11 +545,11 @@ fn reposted_properties(before: &Properties, call: &CallLog) -> Properties {
 /// A repost of a known externalCallId: its new properties go over the call's, and the change
 /// enters the call's history.
 fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResult<()> {
-    let (props, created_at, pending): (String, i64, i64) = tx.query_row(
-        "SELECT properties, created_at, history_pending FROM objects WHERE id = ?1",
-        [id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+    let (props, created_at, pending): (String, i64, i64) = tx
+        .prepare_cached(
+            "SELECT properties, created_at, history_pending FROM objects WHERE id = ?1",
+        )?
+        .query_row([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let before: Properties = serde_json::from_str(&props)
         .map_err(|e| StoreError::Corrupt(format!("properties: {e}")))?;
     let mut history = tx.prepare_cached(
@@ -513,10 +566,10 @@ fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResul
         let src = history_source(name, "INTEGRATION");
         history.execute(params![id, name, value, call.at, src])?;
     }
-    tx.execute(
+    tx.prepare_cached(
         "UPDATE objects SET properties = ?1, updated_at = ?2, archived = 0, archived_at = NULL, history_pending = 0 WHERE id = ?3",
-        params![props_json(&after), call.at, id],
-    )?;
+    )?
+    .execute(params![props_json(&after), call.at, id])?;
     Ok(())
 }
 
