@@ -377,6 +377,9 @@ const CALL_TO_COMPANY: (i64, i64) = (182, 181);
 /// contact → company, primary.
 const PRIMARY_COMPANY: i64 = 1;
 
+/// (type, id, call → record type id, record → call type id), as [`CallLog`] takes them.
+type Association = (ObjectType, i64, i64, i64);
+
 /// Which records a logged call is associated with.
 ///
 /// `best`: one best contact gets the call, with its primary company (else the best company
@@ -387,7 +390,7 @@ const PRIMARY_COMPANY: i64 = 1;
 fn choose_associations(
     mode: AssociateMode,
     matches: &[Match],
-) -> (Vec<(ObjectType, i64, i64, i64)>, Option<CompanyChoice>) {
+) -> (Vec<Association>, Option<CompanyChoice>) {
     let assoc = |m: &Match| {
         let (a, b) = if m.record.object_type == ObjectType::Contact {
             CALL_TO_CONTACT
