@@ -796,8 +796,14 @@ fn main() {
             sat.errors + half.errors
         ));
     }
+    let seeding = if fresh {
+        format!("Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).")
+    } else {
+        "The database was seeded by an earlier run (`--keep-db`), so this run has no import figure."
+            .to_string()
+    };
     section.push_str(&format!(
-        "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Caller-ID cards (what an answer shows of each record, `callerid/cards.rs`): {cards:.0} in {card_mib:.1} MiB, {:.1} bytes per record, {:.1} bytes per number with the index, filed {cards_secs:.1} s after the port opened; the phases ran after that. Seeding by `switchboard import`: {seed_secs:.1} s ({seed_rate:.0} rows/s).\n",
+        "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Caller-ID cards (what an answer shows of each record, `callerid/cards.rs`): {cards:.0} in {card_mib:.1} MiB, {:.1} bytes per record, {:.1} bytes per number with the index, filed {cards_secs:.1} s after the port opened; the phases ran after that. {seeding}\n",
         server.startup.as_secs_f64(),
         card_mib * 1048576.0 / cards.max(1.0),
         (index_mib + card_mib) * 1048576.0 / numbers.max(1.0),
