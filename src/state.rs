@@ -16,9 +16,6 @@ pub struct Config {
     pub match_cap: usize,
     /// Largest request body accepted, in bytes.
     pub body_limit: usize,
-    /// Keep every live record's caller-ID card in memory (`callerid/cards.rs`). Off, every
-    /// lookup reads its records from the store: only for comparison runs.
-    pub cards: bool,
 }
 
 impl Default for Config {
@@ -26,7 +23,6 @@ impl Default for Config {
         Config {
             match_cap: 100,
             body_limit: 1024 * 1024,
-            cards: true,
         }
     }
 }
@@ -94,10 +90,8 @@ impl AppState {
             }
         }
         let (calls, _task) = CallLogger::start(store.clone());
-        let cards = Arc::new(CardStore::new(config.cards));
-        if config.cards {
-            tokio::spawn(warm_cards(store.clone(), cards.clone()));
-        }
+        let cards = Arc::new(CardStore::default());
+        tokio::spawn(warm_cards(store.clone(), cards.clone()));
         Ok(AppState {
             store,
             index,

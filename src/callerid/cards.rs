@@ -238,11 +238,12 @@ impl Table {
     }
 
     fn put(&mut self, card: &Card) {
-        // Grow by an eighth, not by doubling: at 10M cards a doubled arena would leave hundreds
-        // of MiB allocated and unused. A large Vec reallocates with `mremap`, without a copy.
+        // Grow by a sixteenth, not by doubling: at 10M cards a doubled arena would leave
+        // hundreds of MiB allocated and unused. A large Vec reallocates with `mremap`, without
+        // a copy.
         if self.arena.capacity() - self.arena.len() < 1024 {
             self.arena
-                .reserve_exact((self.arena.len() / 8).max(1 << 20));
+                .reserve_exact((self.arena.len() / 16).max(1 << 20));
         }
         let offset = self.arena.len();
         card.encode(&mut self.arena);
@@ -289,29 +290,18 @@ impl Table {
     }
 }
 
-/// Every live contact's and company's card, filled at start by [`CardStore::warm`]'s caller
+/// Every live contact's and company's card, filled by the warm-up at start (`state.rs`)
 /// and on any lookup that finds a card missing.
+#[derive(Default)]
 pub struct CardStore {
     table: RwLock<Table>,
     epoch: AtomicU64,
-    enabled: bool,
     warm: AtomicBool,
     /// How long the warm-up took, in ms, once done.
     warm_ms: AtomicU64,
 }
 
 impl CardStore {
-    /// `enabled: false` keeps no cards: every lookup reads the store (for comparison runs).
-    pub fn new(enabled: bool) -> Self {
-        CardStore {
-            table: RwLock::new(Table::default()),
-            epoch: AtomicU64::new(0),
-            enabled,
-            warm: AtomicBool::new(false),
-            warm_ms: AtomicU64::new(0),
-        }
-    }
-
     /// The epoch to pass to [`CardStore::insert`] after reading the store.
     pub fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::Acquire)
@@ -340,9 +330,6 @@ impl CardStore {
     /// Files cards read from the store, unless something was invalidated since `epoch`.
     /// Returns whether they were filed.
     pub fn insert(&self, cards: &[Card], epoch: u64) -> bool {
-        if !self.enabled {
-            return true;
-        }
         let mut table = self.table.write().expect("card lock");
         if self.epoch.load(Ordering::Acquire) != epoch {
             return false;
@@ -364,7 +351,9 @@ impl CardStore {
         table.maybe_compact();
     }
 
+    /// Marks the warm-up done and returns the arena's unused tail to the allocator.
     pub fn set_warm(&self, took: std::time::Duration) {
+        self.table.write().expect("card lock").arena.shrink_to_fit();
         self.warm_ms
             .store(took.as_millis() as u64, Ordering::Release);
         self.warm.store(true, Ordering::Release);
@@ -420,7 +409,7 @@ mod tests {
 
     #[test]
     fn cards_round_trip_through_the_arena_and_json() {
-        let store = CardStore::new(true);
+        let store = CardStore::default();
         let cards: Vec<Card> = (0..2000)
             .map(|i| {
                 card(
@@ -447,7 +436,7 @@ mod tests {
 
     #[test]
     fn invalidation_wins_over_a_racing_fill_and_garbage_is_compacted() {
-        let store = CardStore::new(true);
+        let store = CardStore::default();
         let before = store.epoch();
         store.invalidate(&[1]);
         assert!(!store.insert(&[card(1, Some("old"), 1)], before));
