@@ -447,8 +447,8 @@ struct Load {
     token: String,
     conns: usize,
     contacts: u64,
-    /// Request sequence over the whole run, so that no slice repeats another's callers (a
-    /// repeat would be served from the record cache and flatter the lookup figures).
+    /// Request sequence over the whole run, so that no slice repeats another's callers or
+    /// externalCallIds (a repeated id would be a repost, not a new call).
     next: Arc<AtomicU64>,
 }
 

@@ -243,7 +243,7 @@ impl Table {
         // a copy.
         if self.arena.capacity() - self.arena.len() < 1024 {
             self.arena
-                .reserve_exact((self.arena.len() / 16).max(1 << 20));
+                .reserve_exact((self.arena.len() / 16).max(64 << 10));
         }
         let offset = self.arena.len();
         card.encode(&mut self.arena);

@@ -2,7 +2,7 @@
 //!
 //! Why: sqlx runs every SQLite connection on a worker thread of its own, so each statement is a
 //! round trip between threads, and on these VMs one costs 50–60 µs (`../shared/docs/stack.md`).
-//! A caller-ID lookup that missed the record cache paid one; a batch of logged calls paid eight,
+//! A caller-ID lookup that found no cached record paid one; a batch of logged calls paid eight,
 //! and waited for a pool connection behind readers. Here:
 //!
 //! - a read runs on the calling thread, on a connection of that thread's own: a primary-key
@@ -92,7 +92,7 @@ fn with_reader<T>(path: &str, f: impl FnOnce(&Connection) -> StoreResult<T>) -> 
 }
 
 /// Reads records by id on the calling thread. Only committed data is visible, as from any
-/// other connection, so the record cache's epoch check works the same as with the pool.
+/// other connection, so the caller-ID cards' epoch check works the same as with the pool.
 pub fn records_by_ids(path: &str, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<Record>> {
     with_reader(path, |conn| {
         let mut stmt = conn.prepare_cached(RECORD_BY_ID)?;
