@@ -244,7 +244,7 @@ async fn warm_cards(store: DynStore, cards: Arc<CardStore>) {
                     return;
                 }
             };
-            last = Some(rows.last().map(|r| r.id));
+            last = rows.last().map(|r| r.id);
             let page: Vec<Card> = rows
                 .iter()
                 .filter_map(|r| {
@@ -257,10 +257,8 @@ async fn warm_cards(store: DynStore, cards: Arc<CardStore>) {
                 break;
             }
         }
-        match last.flatten() {
-            Some(id) => after = id,
-            None => break,
-        }
+        let Some(id) = last else { break };
+        after = id;
     }
     cards.set_warm(started.elapsed());
     tracing::info!(

@@ -348,24 +348,7 @@ async fn best_mode_sends_the_call_to_the_shared_primary_company() {
             let (s, h, r) = post(&server.url(INBOUND), token, &inbound(external, from, true)).await;
             assert_eq!(s, 200, "{r}");
             let call = h["x-switchboard-call-id"].to_str().unwrap().to_string();
-            let (_, c) = get(
-                &server.url(&format!(
-                    "/crm/v3/objects/calls/{call}?associations=contacts,companies"
-                )),
-                token,
-            )
-            .await;
-            let ids = |t: &str| -> Vec<i64> {
-                c["associations"][t]["results"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .map(|x| x["id"].as_str().unwrap().parse().unwrap())
-                            .collect()
-                    })
-                    .unwrap_or_default()
-            };
-            (ids("contacts"), ids("companies"))
+            call_associations(server, token, &call).await
         }
     };
     // Two contacts share a number and a primary company that does not carry the number.
@@ -383,13 +366,12 @@ async fn best_mode_sends_the_call_to_the_shared_primary_company() {
         (vec![solo], vec![branch])
     );
     // An archived company is nobody's primary company any more.
-    let r = client()
-        .delete(server.url(&format!("/crm/v3/objects/companies/{hq}")))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 204);
+    let (s, r) = http_delete(
+        &server.url(&format!("/crm/v3/objects/companies/{hq}")),
+        &token,
+    )
+    .await;
+    assert_eq!(s, 204, "{r}");
     assert_eq!(associated("p-4", "+14155550150").await, (vec![], vec![]));
 }
 

@@ -235,13 +235,9 @@ async fn random_interleavings_keep_the_index_exact() {
             }
             7 if !live.is_empty() => {
                 let (ty, id) = live.remove(rng.below(live.len()));
-                let r = client()
-                    .delete(server.url(&format!("/crm/v3/objects/{ty}/{id}")))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .unwrap();
-                assert_eq!(r.status(), 204);
+                let (s, r) =
+                    http_delete(&server.url(&format!("/crm/v3/objects/{ty}/{id}")), &token).await;
+                assert_eq!(s, 204, "{r}");
             }
             8 if !live.is_empty() => {
                 let i = rng.below(live.len());

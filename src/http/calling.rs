@@ -22,7 +22,9 @@ use crate::callerid::{self, CallerNumber, Match, normalize};
 use crate::clock;
 use crate::crm;
 use crate::state::AppState;
-use crate::store::{AssociateMode, CallLog, CompanyChoice, ObjectType, Properties};
+use crate::store::{
+    AssociateMode, CallAssociation, CallLog, CompanyChoice, ObjectType, Properties,
+};
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
     OpenApiRouter::new()
@@ -377,9 +379,6 @@ const CALL_TO_COMPANY: (i64, i64) = (182, 181);
 /// contact → company, primary.
 const PRIMARY_COMPANY: i64 = 1;
 
-/// (type, id, call → record type id, record → call type id), as [`CallLog`] takes them.
-type Association = (ObjectType, i64, i64, i64);
-
 /// Which records a logged call is associated with.
 ///
 /// `best`: one best contact gets the call, with its primary company (else the best company
@@ -390,7 +389,7 @@ type Association = (ObjectType, i64, i64, i64);
 fn choose_associations(
     mode: AssociateMode,
     matches: &[Match],
-) -> (Vec<Association>, Option<CompanyChoice>) {
+) -> (Vec<CallAssociation>, Option<CompanyChoice>) {
     let assoc = |m: &Match| {
         let (a, b) = if m.record.object_type == ObjectType::Contact {
             CALL_TO_CONTACT

@@ -213,13 +213,17 @@ pub struct CallLog {
     pub properties: Properties,
     /// `properties.hs_timestamp` is the receipt time, applied only when the call is new.
     pub create_only_timestamp: bool,
-    /// Records to associate with the call: (type, id, call→record type id, record→call type id).
-    pub associations: Vec<(ObjectType, i64, i64, i64)>,
+    /// Records to associate with the call.
+    pub associations: Vec<CallAssociation>,
     /// A company the call also goes to, decided in the logging transaction (see
     /// [`CompanyChoice`]).
     pub company: Option<CompanyChoice>,
     pub at: i64,
 }
+
+/// A record a logged call is associated with: (type, id, call → record type id, record → call
+/// type id).
+pub type CallAssociation = (ObjectType, i64, i64, i64);
 
 /// The company a call goes to: the primary company the `contacts` all share, else
 /// `fallback`. Resolved by the writer inside the batch's transaction, on pages its cache holds,

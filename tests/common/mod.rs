@@ -196,6 +196,29 @@ pub async fn http_delete(url: &str, token: &str) -> (u16, Value) {
     send(client().delete(url).bearer_auth(token)).await
 }
 
+/// The contact and company ids a logged call is associated with, read back through the objects
+/// API.
+pub async fn call_associations(server: &Server, token: &str, call: &str) -> (Vec<i64>, Vec<i64>) {
+    let (_, c) = get(
+        &server.url(&format!(
+            "/crm/v3/objects/calls/{call}?associations=contacts,companies"
+        )),
+        token,
+    )
+    .await;
+    let ids = |t: &str| -> Vec<i64> {
+        c["associations"][t]["results"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| x["id"].as_str().unwrap().parse().unwrap())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    (ids("contacts"), ids("companies"))
+}
+
 /// Creates a record through the objects API and returns its id.
 pub async fn create(server: &Server, token: &str, ty: &str, props: Value) -> i64 {
     let (status, _, body) = post(
