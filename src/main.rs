@@ -12,6 +12,9 @@ use switchboard::state::{AppState, Config};
 use switchboard::store::{self, AssociateMode, Portal};
 use switchboard::{demo, server};
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const DEFAULT_DB: &str = "./switchboard.db";
 
 fn long_version() -> &'static str {

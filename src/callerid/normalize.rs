@@ -151,10 +151,14 @@ fn digits(s: &str) -> String {
 pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> Normalized {
     let cleaned = strip_labels(raw);
     let region = country.unwrap_or(default_region);
-    let Some(number) = parse_best(&cleaned, region) else {
+    let Some(Parsed {
+        number,
+        region: number_region,
+        valid,
+    }) = parse_best(&cleaned, region)
+    else {
         return Normalized::unparsable();
     };
-    let valid = number.is_valid();
     // A country code read from a national prefix (`011 234 5678` in a US portal reads as an
     // international call) is believed only when it yields a valid number or a `+` was typed.
     let explicit = number_has_country_code(&number)
@@ -192,11 +196,7 @@ pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> 
         national_key_of(&nsn)
     };
     Normalized {
-        region: if valid {
-            number.get_region_code().map(|r| r.to_string())
-        } else {
-            None
-        },
+        region: number_region.filter(|_| valid).map(|r| r.to_string()),
         e164,
         nsn: Some(nsn),
         national_key,
@@ -206,13 +206,39 @@ pub fn normalize(raw: &str, country: Option<Region>, default_region: Region) -> 
     }
 }
 
+/// A parsed number with its region and validity, each worked out once: libphonenumber's
+/// `is_valid` finds the region by matching the number against every region of its country
+/// code, then matches it again for validity, and both were the bulk of a stored number's cost.
+struct Parsed {
+    number: PhoneNumber,
+    region: Option<Region>,
+    valid: bool,
+}
+
+impl Parsed {
+    fn new(number: PhoneNumber) -> Self {
+        // This is libphonenumber's own `is_valid_number`, with the region kept.
+        let region = number.get_region_code();
+        let valid = region.is_some_and(|r| number.is_valid_for_region(r));
+        Parsed {
+            number,
+            region,
+            valid,
+        }
+    }
+}
+
 /// Parses a number as libphonenumber would, retrying `00…` and `011…` as international when
 /// the first reading is not valid (people type their own country's exit code everywhere).
-fn parse_best(s: &str, region: Region) -> Option<PhoneNumber> {
-    let first = PHONE_NUMBER_UTIL
-        .parse_and_keep_raw_input(s, Some(region))
-        .ok();
-    if first.as_ref().is_some_and(|n| n.is_valid()) {
+fn parse_best(s: &str, region: Region) -> Option<Parsed> {
+    let parse = |s: &str| {
+        PHONE_NUMBER_UTIL
+            .parse_and_keep_raw_input(s, Some(region))
+            .ok()
+            .map(Parsed::new)
+    };
+    let first = parse(s);
+    if first.as_ref().is_some_and(|p| p.valid) {
         return first;
     }
     let trimmed = s.trim_start();
@@ -225,18 +251,16 @@ fn parse_best(s: &str, region: Region) -> Option<PhoneNumber> {
         if digits_only.starts_with(prefix) && !digits_only.starts_with(&format!("{prefix}0")) {
             let pos = trimmed.find(prefix).unwrap_or(0);
             let retry = format!("+{}", &trimmed[pos + prefix.len()..]);
-            if let Ok(n) = PHONE_NUMBER_UTIL.parse_and_keep_raw_input(&retry, Some(region))
-                && n.is_valid()
-            {
-                return Some(n);
+            if let Some(p) = parse(&retry).filter(|p| p.valid) {
+                return Some(p);
             }
         }
     }
     if let Some(without_words) = strip_trailing_words(s)
-        && let Ok(n) = PHONE_NUMBER_UTIL.parse_and_keep_raw_input(&without_words, Some(region))
-        && (n.is_valid() || first.is_none())
+        && let Some(p) = parse(&without_words)
+        && (p.valid || first.is_none())
     {
-        return Some(n);
+        return Some(p);
     }
     first
 }

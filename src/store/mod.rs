@@ -195,6 +195,25 @@ pub struct RecordWrite {
     pub phones: Vec<PhoneRow>,
 }
 
+/// A new record in the form the store writes it, encoded off the writer thread: the import's
+/// writer only binds values, so that its single thread is not also serialising JSON.
+#[derive(Debug, Clone)]
+pub struct ImportRow {
+    /// The properties as a JSON object.
+    pub properties: String,
+    /// Phone rows (`object_id` is filled in by the store).
+    pub phones: Vec<PhoneRow>,
+}
+
+impl ImportRow {
+    pub fn encode(w: RecordWrite) -> Self {
+        ImportRow {
+            properties: serde_json::to_string(&w.properties).expect("string map serialises"),
+            phones: w.phones,
+        }
+    }
+}
+
 /// One past value of a property (`propertiesWithHistory`).
 #[derive(Debug, Clone)]
 pub struct HistoryEntry {
@@ -423,14 +442,14 @@ pub trait Store: Send + Sync + 'static {
     /// Custom property definitions (JSON) of a portal.
     async fn custom_properties(&self, portal_id: i64) -> StoreResult<Vec<(ObjectType, String)>>;
 
-    /// Inserts new records in one transaction (`RecordWrite::phones` may have `object_id` 0)
+    /// Inserts new records in one transaction (`ImportRow::phones` may have `object_id` 0)
     /// and moves the import checkpoint `job` to `line` in the same transaction. Returns the
     /// new ids in input order.
     async fn import_batch(
         &self,
         portal_id: i64,
         object_type: ObjectType,
-        rows: Vec<RecordWrite>,
+        rows: Vec<ImportRow>,
         job: &str,
         line: u64,
         now: i64,

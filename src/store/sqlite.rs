@@ -955,7 +955,7 @@ impl Store for SqliteStore {
         &self,
         portal_id: i64,
         object_type: ObjectType,
-        rows: Vec<RecordWrite>,
+        rows: Vec<ImportRow>,
         job: &str,
         line: u64,
         now: i64,

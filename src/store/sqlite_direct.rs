@@ -300,7 +300,7 @@ fn checkpoint(conn: &Connection) {
 pub struct ImportJob {
     pub portal_id: i64,
     pub object_type: ObjectType,
-    pub rows: Vec<RecordWrite>,
+    pub rows: Vec<ImportRow>,
     pub job: String,
     pub line: u64,
     pub now: i64,
@@ -593,7 +593,7 @@ fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>>
                 id,
                 job.portal_id,
                 ty,
-                props_json(&w.properties),
+                w.properties,
                 job.now,
                 PENDING_IMPORT
             ])?;
