@@ -18,6 +18,20 @@ fn write_csv(path: &std::path::Path, header: &str, rows: impl Iterator<Item = St
     }
 }
 
+/// `switchboard import contacts` of `csv` into `portal`, committing `batch` rows at a time.
+fn import_contacts(db: &Db, portal: &str, csv: &std::path::Path, batch: &str) -> String {
+    db.cli(&[
+        "import",
+        "contacts",
+        "--portal",
+        portal,
+        csv.to_str().unwrap(),
+        "--batch-size",
+        batch,
+        "--quiet",
+    ])
+}
+
 #[tokio::test]
 async fn export_columns_map_and_rejects() {
     let db = Db::new();
@@ -165,16 +179,7 @@ async fn a_killed_import_resumes_without_duplicates() {
         !finished_early,
         "the import must still be running when it is killed"
     );
-    let out = db.cli(&[
-        "import",
-        "contacts",
-        "--portal",
-        "62",
-        csv.to_str().unwrap(),
-        "--batch-size",
-        "500",
-        "--quiet",
-    ]);
+    let out = import_contacts(&db, "62", &csv, "500");
     assert!(out.contains("resumed after line"), "{out}");
     assert!(out.contains("rejected 0"), "no row was seen twice: {out}");
     let token = db.token(62, WRITE_SCOPES);
@@ -236,16 +241,7 @@ async fn a_parallel_import_keeps_file_order() {
             kept.push(format!("R{i}"));
         }
     }
-    let out = db.cli(&[
-        "import",
-        "contacts",
-        "--portal",
-        "62",
-        csv.to_str().unwrap(),
-        "--batch-size",
-        "700",
-        "--quiet",
-    ]);
+    let out = import_contacts(&db, "62", &csv, "700");
     assert!(
         out.contains(&format!(
             "imported {} rows, rejected {}",
