@@ -38,6 +38,7 @@ const EXPORT_COLUMNS: &[(&str, &str)] = &[
     ("postal code", "zip"),
     ("job title", "jobtitle"),
     ("company name", "company"),
+    ("company name", "name"),
     ("website url", "website"),
     ("lifecycle stage", "lifecyclestage"),
     ("lead status", "hs_lead_status"),
@@ -109,10 +110,12 @@ fn column_map(
             if catalog.get(&key).is_some() {
                 return Some(key);
             }
+            // A label can mean different properties on different types ("Company name" is a
+            // contact's `company` and a company's `name`): the first that exists here wins.
             if let Some((_, p)) = EXPORT_COLUMNS
                 .iter()
-                .find(|(c, _)| *c == key)
-                .filter(|(_, p)| catalog.get(p).is_some())
+                .filter(|(c, _)| *c == key)
+                .find(|(_, p)| catalog.get(p).is_some())
             {
                 return Some((*p).to_string());
             }

@@ -285,3 +285,65 @@ async fn a_parallel_import_keeps_file_order() {
         "records in file order, first copy of each email kept"
     );
 }
+
+/// A HubSpot company export: "Company name" is the company's `name` (on contacts the same label
+/// is `company`), and its numbers reach caller ID like contacts' do.
+#[tokio::test]
+async fn a_company_export_imports_by_its_column_names() {
+    let db = Db::new();
+    db.portal(63, "GB");
+    let csv = db.dir.path().join("companies.csv");
+    write_csv(
+        &csv,
+        "Record ID,Company name,Company Domain Name,Phone Number,Country/Region,Number of Employees",
+        vec![
+            "1,Acme Ltd,acme.example,020 7946 0000,United Kingdom,12".to_string(),
+            "2,Beta SARL,beta.example,01 23 45 67 89,France,many".to_string(),
+        ]
+        .into_iter(),
+    );
+    let out = db.cli(&[
+        "import",
+        "companies",
+        "--portal",
+        "63",
+        csv.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.contains("imported 1 rows, rejected 1"), "{out}");
+    assert!(!out.contains("ignored columns"), "every column maps: {out}");
+    let rejects = std::fs::read_to_string(db.dir.path().join("companies.csv.rejects.csv")).unwrap();
+    let reject = rejects.lines().nth(1).unwrap();
+    assert!(
+        reject.starts_with("3,") && reject.contains("numberofemployees"),
+        "{rejects}"
+    );
+
+    let token = db.token(63, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let (_, _, r) = post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("c", "+442079460000", false),
+    )
+    .await;
+    let m = &r["callerIdMatches"][0];
+    assert_eq!(m["callerIdType"], "COMPANY", "{r}");
+    assert_eq!(m["name"], "Acme Ltd", "{r}");
+    let id = m["objectCoordinates"]["objectId"].as_i64().unwrap();
+    let (status, company) = get(
+        &server.url(&format!(
+            "/crm/v3/objects/companies/{id}?properties=domain,numberofemployees,country,hs_calculated_phone_number"
+        )),
+        &token,
+    )
+    .await;
+    assert_eq!(status, 200, "{company}");
+    let p = &company["properties"];
+    assert_eq!(p["domain"], "acme.example", "{company}");
+    assert_eq!(p["numberofemployees"], "12", "{company}");
+    assert_eq!(
+        p["hs_calculated_phone_number"], "+442079460000",
+        "{company}"
+    );
+}

@@ -1,4 +1,6 @@
 //! `cargo run --release --bin bench -- [--contacts N] [--seconds S] [--connections C]`
+//! (`--keep-db FILE` seeds FILE once and reuses it; `--only baseline|lookup|logging` drives one
+//! kind of request for `--seconds`, prints its figures and writes nothing, for profiling)
 //!
 //! Seeds a portal with N contacts (CSV import, mixed phone formats), starts the real server,
 //! and drives it over loopback with an in-repo HTTP/1.1 keep-alive client. In one run it
@@ -25,6 +27,8 @@ struct Args {
     keep: Option<PathBuf>,
     profile: bool,
     search: bool,
+    /// Drive one kind of request only, saturated, and print its figures (for profiling).
+    only: Option<String>,
 }
 
 fn args() -> Args {
@@ -36,6 +40,7 @@ fn args() -> Args {
         keep: None,
         profile: true,
         search: false,
+        only: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -48,6 +53,7 @@ fn args() -> Args {
             "--keep-db" => a.keep = Some(v().into()),
             "--no-profile" => a.profile = false,
             "--search" => a.search = true,
+            "--only" => a.only = Some(v()),
             other => panic!("unknown argument {other}; see the doc comment of src/bin/bench.rs"),
         }
     }
@@ -191,6 +197,16 @@ fn start(bin: &Path, db: &Path) -> Server {
         child,
         addr,
         startup,
+    }
+}
+
+impl Server {
+    /// SIGTERM, as an operator stops it, and wait for it to finish.
+    fn stop(mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
     }
 }
 
@@ -361,11 +377,7 @@ fn search_bench(bin: &Path, dir: &Path, contacts: u64, out: &Path) {
         }
         (seed_secs, phone, scan)
     });
-    let mut child = server.child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
+    server.stop();
     let med = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -696,6 +708,23 @@ fn main() {
     // The three phases are interleaved in rounds rather than run one after another: on a shared
     // VM the machine's speed drifts by tens of percent within a minute, and a drift must hit
     // the baseline and the calls alike for their ratio to mean anything.
+    if let Some(only) = &a.only {
+        let kind = match only.as_str() {
+            "baseline" => Kind::Baseline,
+            "lookup" => Kind::Lookup,
+            "logging" => Kind::Logging,
+            other => panic!("--only takes baseline, lookup or logging, not {other}"),
+        };
+        let p = rt.block_on(drive(&load, kind, a.seconds, None, &format!("{run}o")));
+        eprintln!(
+            "{only}: {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); server pid {pid}",
+            p.rps(),
+            p.pct(0.5),
+            p.pct(0.99)
+        );
+        server.stop();
+        return;
+    }
     const ROUNDS: u64 = 5;
     let slice = (a.seconds / ROUNDS).max(1);
     let kinds = [
@@ -758,11 +787,8 @@ fn main() {
         }
     }
     let rss = peak_rss_mib(pid);
-    let mut child = server.child;
-    let _ = Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status();
-    let _ = child.wait();
+    let startup = server.startup;
+    server.stop();
 
     let base = results["1 baseline (echo)"].0.rps();
     let mut section = String::new();
@@ -804,7 +830,7 @@ fn main() {
     };
     section.push_str(&format!(
         "\nServer peak RSS: {rss:.0} MiB. Caller-ID index: {numbers:.0} numbers in {index_mib:.1} MiB, {per_number:.1} bytes per number (`indexBytes` of `/switchboard/v1/info`). Start-up until the index was ready and the port open: {:.2} s. Caller-ID cards (what an answer shows of each record, `callerid/cards.rs`): {cards:.0} in {card_mib:.1} MiB, {:.1} bytes per record, {:.1} bytes per number with the index, filed {cards_secs:.1} s after the port opened; the phases ran after that. {seeding}\n",
-        server.startup.as_secs_f64(),
+        startup.as_secs_f64(),
         card_mib * 1048576.0 / cards.max(1.0),
         (index_mib + card_mib) * 1048576.0 / numbers.max(1.0),
     ));
