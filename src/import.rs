@@ -294,7 +294,6 @@ struct Parsed {
 }
 
 /// What each column writes, worked out once per file rather than once per cell.
-#[derive(Clone)]
 struct Plan {
     object_type: ObjectType,
     /// Per column: nothing, the property it writes, or why it cannot be written.
@@ -334,9 +333,10 @@ struct Converted {
 /// row, small enough that the workers share the file evenly.
 const CHUNK_ROWS: usize = 512;
 
-/// Reads the file on this thread, converts rows on worker threads, and puts the results back
-/// in file order (the duplicate-email check keeps the first occurrence in the file, and a
-/// checkpoint must cover exactly the lines before it) in batches for the writer.
+/// Reads the file on one thread and converts rows on worker threads; this thread puts the
+/// results back in file order (the duplicate-email check keeps the first occurrence in the
+/// file, and a checkpoint must cover exactly the lines before it) and hands them to the writer
+/// in batches.
 ///
 /// Why threads: converting a row (libphonenumber is most of it) costs about as much as writing
 /// it, so the conversion runs beside the writer instead of in turn with it.
