@@ -723,6 +723,7 @@ fn main() {
             p.pct(0.99)
         );
         server.stop();
+        std::fs::remove_dir_all(&dir).ok();
         return;
     }
     const ROUNDS: u64 = 5;
