@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::callerid::normalize::region_code;
@@ -355,11 +355,12 @@ fn pipeline(
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 8));
     let (raw_tx, raw_rx) =
         mpsc::sync_channel::<Chunk<Result<csv::StringRecord, String>>>(workers * 2);
-    let raw_rx = Arc::new(Mutex::new(raw_rx));
+    // Scoped threads borrow it: no reference count needed.
+    let raw_rx = Mutex::new(raw_rx);
     let (done_tx, done_rx) = mpsc::sync_channel::<Chunk<Result<Converted, String>>>(workers * 2);
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let raw_rx = Arc::clone(&raw_rx);
+            let raw_rx = &raw_rx;
             let done_tx = done_tx.clone();
             let plan = &plan;
             scope.spawn(move || {

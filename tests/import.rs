@@ -261,25 +261,15 @@ async fn a_parallel_import_keeps_file_order() {
 
     let token = db.token(62, WRITE_SCOPES);
     let server = Server::start(&db);
-    let mut names = Vec::new();
-    let mut after = String::new();
-    loop {
-        let (status, page) = get(
-            &server.url(&format!(
-                "/crm/v3/objects/contacts?limit=100&properties=firstname{after}"
-            )),
-            &token,
-        )
-        .await;
-        assert_eq!(status, 200, "{page}");
-        for r in page["results"].as_array().unwrap() {
-            names.push(r["properties"]["firstname"].as_str().unwrap().to_string());
-        }
-        match page["paging"]["next"]["after"].as_str() {
-            Some(a) => after = format!("&after={a}"),
-            None => break,
-        }
-    }
+    let names: Vec<String> = all_pages(
+        &server,
+        &token,
+        "/crm/v3/objects/contacts?limit=100&properties=firstname",
+    )
+    .await
+    .iter()
+    .map(|r| r["properties"]["firstname"].as_str().unwrap().to_string())
+    .collect();
     assert_eq!(
         names, kept,
         "records in file order, first copy of each email kept"

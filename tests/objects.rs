@@ -51,20 +51,11 @@ async fn paging_properties_and_default_properties() {
     // Default limit 10 and cursor paging to the end.
     let (_, first) = get(&server.url("/crm/v3/objects/contacts"), &token).await;
     assert_eq!(ids(&first), made[..10].to_vec());
-    let mut seen = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let url = match &after {
-            Some(a) => format!("/crm/v3/objects/0-1?limit=7&after={a}"),
-            None => "/crm/v3/objects/0-1?limit=7".into(),
-        };
-        let (_, page) = get(&server.url(&url), &token).await;
-        seen.extend(ids(&page));
-        match page["paging"]["next"]["after"].as_str() {
-            Some(a) => after = Some(a.to_string()),
-            None => break,
-        }
-    }
+    let seen: Vec<String> = all_pages(&server, &token, "/crm/v3/objects/0-1?limit=7")
+        .await
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(seen, made);
     // Default properties, and both array forms of `properties`.
     let p = &first["results"][0]["properties"];

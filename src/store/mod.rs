@@ -208,7 +208,7 @@ pub struct ImportRow {
 impl ImportRow {
     pub fn encode(w: RecordWrite) -> Self {
         ImportRow {
-            properties: serde_json::to_string(&w.properties).expect("string map serialises"),
+            properties: sqlite::props_json(&w.properties),
             phones: w.phones,
         }
     }

@@ -196,6 +196,26 @@ pub async fn http_delete(url: &str, token: &str) -> (u16, Value) {
     send(client().delete(url).bearer_auth(token)).await
 }
 
+/// Every record of a list endpoint (`path` with its query, without `after`), following
+/// `paging.next.after` to the end.
+pub async fn all_pages(server: &Server, token: &str, path: &str) -> Vec<Value> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let url = match &after {
+            Some(a) => format!("{path}&after={a}"),
+            None => path.to_string(),
+        };
+        let (status, page) = get(&server.url(&url), token).await;
+        assert_eq!(status, 200, "{url}: {page}");
+        all.extend(page["results"].as_array().unwrap().iter().cloned());
+        match page["paging"]["next"]["after"].as_str() {
+            Some(a) => after = Some(a.to_string()),
+            None => return all,
+        }
+    }
+}
+
 /// The contact and company ids a logged call is associated with, read back through the objects
 /// API.
 pub async fn call_associations(server: &Server, token: &str, call: &str) -> (Vec<i64>, Vec<i64>) {
