@@ -16,12 +16,32 @@ pub async fn serve(state: Arc<AppState>, listener: TcpListener) -> std::io::Resu
     let addr: SocketAddr = listener.local_addr()?;
     tracing::info!(%addr, index_ready_ms = state.index_ready_ms, "listening");
     let app = http::app(state.clone());
+    let watcher = tokio::spawn(watch_external_writes(state.clone()));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown_signal())
         .await?;
+    watcher.abort();
     tracing::info!("shutting down: requests drained, closing the store");
     state.store.close().await;
     Ok(())
+}
+
+/// How often the server looks for records another process added. A contact imported while
+/// the server runs is in caller ID within about this long of its batch's commit.
+const EXTERNAL_WRITES_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `switchboard import` writes the database directly, beside a running server; this files what
+/// it adds (see [`AppState::file_external_records`]). One `MAX(id)` read per tick when nothing
+/// was imported.
+async fn watch_external_writes(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(EXTERNAL_WRITES_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.file_external_records().await {
+            tracing::warn!(error = %e, "could not file records added by another process; retrying");
+        }
+    }
 }
 
 async fn shutdown_signal() {

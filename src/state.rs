@@ -7,7 +7,7 @@ use std::time::Instant;
 use crate::callerid::{CallerIdIndex, Card, CardStore, PHONE_PROPERTIES};
 use crate::crm::{Catalog, PropertyDef};
 use crate::store::group_commit::CallLogger;
-use crate::store::{DynStore, ObjectType, Portal, StoreResult, TokenInfo, User};
+use crate::store::{DynStore, ObjectType, PhoneRow, Portal, StoreResult, TokenInfo, User};
 
 /// Settings that are not per portal.
 #[derive(Debug, Clone)]
@@ -47,12 +47,18 @@ pub struct AppState {
     custom_properties: RwLock<HashMap<i64, Vec<(ObjectType, PropertyDef)>>>,
     pub started: Instant,
     pub index_ready_ms: u128,
+    /// Every record up to this id has its numbers in the index; see
+    /// [`AppState::file_external_records`].
+    filed_up_to: std::sync::atomic::AtomicI64,
 }
 
 impl AppState {
     /// Loads the index from the store and starts the call logger.
     pub async fn load(store: DynStore, config: Config) -> StoreResult<Self> {
         let started = Instant::now();
+        // Read before the index is built: whatever commits meanwhile is above it, and the
+        // watcher files it (filing a row twice is harmless).
+        let filed_up_to = store.max_record_id().await?;
         // Built page by page from integer columns: 10 million numbers never sit in memory
         // twice, and nothing is allocated per row but the rare extension.
         let index = CallerIdIndex::default();
@@ -105,7 +111,60 @@ impl AppState {
             users: RwLock::new(HashMap::new()),
             started,
             index_ready_ms: started.elapsed().as_millis(),
+            filed_up_to: std::sync::atomic::AtomicI64::new(filed_up_to),
         })
+    }
+
+    /// Files the phone numbers of records that another process added since the last call
+    /// (`switchboard import` into the database of a running server), and returns how many
+    /// rows it filed. Ids only grow, so such records are exactly those above the highest id
+    /// seen so far that this server did not write itself. The write gate is held throughout:
+    /// no record write of this server runs meanwhile, so the phone rows read are exactly what
+    /// the index must hold for their records, and re-filing one this server already filed
+    /// changes nothing.
+    pub async fn file_external_records(&self) -> StoreResult<usize> {
+        use std::sync::atomic::Ordering;
+        let seen = self.filed_up_to.load(Ordering::Acquire);
+        let max = self.store.max_record_id().await?;
+        if max <= seen {
+            return Ok(0);
+        }
+        let _gate = self.write_gate.lock().await;
+        const PAGE: i64 = 10_000;
+        let (mut after, mut filed) = (seen, 0);
+        loop {
+            let mut page = self.store.phones_after(after, PAGE).await?;
+            let full = page.len() as i64 == PAGE;
+            if full {
+                // The page may end part-way through a record's rows: leave that record whole
+                // for the next page.
+                let last = page.last().map(|(_, r)| r.object_id).unwrap_or(after);
+                page.retain(|(_, r)| r.object_id != last);
+            }
+            let Some(last) = page.last().map(|(_, r)| r.object_id) else {
+                break;
+            };
+            let mut by_portal: HashMap<i64, Vec<PhoneRow>> = HashMap::new();
+            for (portal, row) in page {
+                by_portal.entry(portal).or_default().push(row);
+            }
+            for (portal, rows) in by_portal {
+                filed += rows.len();
+                self.index.apply(portal, &[], &rows);
+            }
+            after = last;
+            if !full {
+                break;
+            }
+        }
+        self.filed_up_to.store(max.max(after), Ordering::Release);
+        if filed > 0 {
+            tracing::info!(
+                rows = filed,
+                "caller ID filed numbers that another process added (an import)"
+            );
+        }
+        Ok(filed)
     }
 
     pub async fn portal(&self, id: i64) -> StoreResult<Option<Portal>> {

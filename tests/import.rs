@@ -337,3 +337,82 @@ async fn a_company_export_imports_by_its_column_names() {
         "{company}"
     );
 }
+
+/// An import into the database of a running server reaches its caller ID without a restart,
+/// across several of the watcher's pages, and leaves the records the server wrote itself as
+/// they were: the answers match a server started afterwards, which builds its index from
+/// scratch.
+#[tokio::test]
+async fn an_import_beside_a_running_server_reaches_caller_id() {
+    let db = Db::new();
+    db.portal(64, "US");
+    let token = db.token(64, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let own = create(
+        &server,
+        &token,
+        "contacts",
+        json!({"firstname": "Own", "phone": "+1 201 555 0101"}),
+    )
+    .await;
+    // Changed before the watcher's pass that files the import reads this record again.
+    patch(
+        &server.url(&format!("/crm/v3/objects/contacts/{own}")),
+        &token,
+        &json!({"properties": {"phone": "+1 201 555 0199"}}),
+    )
+    .await;
+
+    let rows = 23_000u32; // more than two of the watcher's 10,000-row pages
+    let typed = |i: u32| format!("(201) {:03}-{:04}", 300 + i / 10_000, i % 10_000);
+    let e164 = |i: u32| format!("+1201{:03}{:04}", 300 + i / 10_000, i % 10_000);
+    let csv = db.dir.path().join("live.csv");
+    write_csv(
+        &csv,
+        "First Name,Email,Phone Number",
+        (0..rows).map(|i| format!("L{i},l{i}@live.example,\"{}\"", typed(i))),
+    );
+    let out = import_contacts(&db, "64", &csv, "5000");
+    assert!(out.contains(&format!("imported {rows} rows")), "{out}");
+
+    let lookup = |server: &Server, number: String| {
+        let (url, token) = (server.url(INBOUND), token.clone());
+        async move {
+            let (_, _, r) = post(&url, &token, &inbound("live", &number, false)).await;
+            r["callerIdMatches"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|m| m["firstName"].as_str().unwrap_or("").to_string())
+                .collect::<Vec<_>>()
+        }
+    };
+    let last = e164(rows - 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while lookup(&server, last.clone()).await.is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the imported numbers never reached the running server's caller ID"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sample: Vec<u32> = (0..rows).step_by(997).chain([rows - 1]).collect();
+    let mut live = Vec::new();
+    for &i in &sample {
+        let names = lookup(&server, e164(i)).await;
+        assert_eq!(names, [format!("L{i}")], "row {i}");
+        live.push(names);
+    }
+
+    // The server's own record is filed once, with its number as changed before the import.
+    assert!(lookup(&server, "+12015550101".into()).await.is_empty());
+    assert_eq!(lookup(&server, "+12015550199".into()).await, ["Own"]);
+
+    drop(server);
+    let restarted = Server::start(&db);
+    for (&i, names) in sample.iter().zip(&live) {
+        assert_eq!(&lookup(&restarted, e164(i)).await, names, "row {i}");
+    }
+    assert!(lookup(&restarted, "+12015550101".into()).await.is_empty());
+    assert_eq!(lookup(&restarted, "+12015550199".into()).await, ["Own"]);
+}

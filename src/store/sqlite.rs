@@ -690,6 +690,27 @@ impl Store for SqliteStore {
             .collect()
     }
 
+    async fn max_record_id(&self) -> StoreResult<i64> {
+        Ok(
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM objects")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+
+    async fn phones_after(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, PhoneRow)>> {
+        sqlx::query(
+            "SELECT * FROM phones WHERE object_id > $1 ORDER BY object_id, property LIMIT $2",
+        )
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get("portal_id")?, phone_from_row(r)?)))
+        .collect()
+    }
+
     async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         insert_associations(&mut tx, portal_id, pairs).await?;
