@@ -130,6 +130,14 @@ async fn the_wal_stays_bounded_under_sustained_logging() {
         "the WAL grew to {} pages for {calls} calls",
         wal / page
     );
+    // The server's group-commit totals: every call counted once, and 32 concurrent callers
+    // shared transactions (one per call would mean no batching at all).
+    let (_, info) = get(&server.url("/switchboard/v1/info"), &token).await;
+    let total = |k: &str| info[k].as_u64().unwrap_or_else(|| panic!("{k}: {info}"));
+    assert_eq!(total("loggedCalls"), calls as u64, "{info}");
+    assert!(total("callBatches") < total("loggedCalls"), "{info}");
+    assert!(total("callBatchWalPages") >= total("callBatches"), "{info}");
+    assert!(total("callBatchCommitMicros") > 0, "{info}");
     server.stop();
 }
 

@@ -677,23 +677,14 @@ fn main() {
     // The cards fill after the port opens; measure the steady state, once they are all filed.
     let info = rt.block_on(async {
         loop {
-            let mut c = Conn::open(&load.addr).await;
-            c.request("GET", &load.addr, "/switchboard/v1/info", "", "")
-                .await;
-            let body = c.body().to_string();
+            let body = server_info(&load.addr).await;
             if body.contains("\"cardsReadyMs\"") {
                 break body;
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     });
-    let field = |k: &str| -> f64 {
-        info.split(&format!("\"{k}\":"))
-            .nth(1)
-            .and_then(|r| r.split([',', '}']).next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    };
+    let field = |k: &str| info_field(&info, k);
     let (cards, card_mib, cards_secs) = (
         field("cards"),
         field("cardBytes") / 1048576.0,
@@ -715,6 +706,7 @@ fn main() {
             "logging" => Kind::Logging,
             other => panic!("--only takes baseline, lookup or logging, not {other}"),
         };
+        let before = rt.block_on(server_info(&load.addr));
         let p = rt.block_on(drive(&load, kind, a.seconds, None, &format!("{run}o")));
         eprintln!(
             "{only}: {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); server pid {pid}",
@@ -722,6 +714,10 @@ fn main() {
             p.pct(0.5),
             p.pct(0.99)
         );
+        if matches!(kind, Kind::Logging) {
+            let after = rt.block_on(server_info(&load.addr));
+            eprint!("{}", BatchFigures::between(&before, &after).describe());
+        }
         server.stop();
         std::fs::remove_dir_all(&dir).ok();
         return;
@@ -740,6 +736,7 @@ fn main() {
         rt.block_on(drive(&load, kind, 2, None, &format!("{run}w{name}")));
         results.insert(name, (Phase::empty(), Phase::empty()));
     }
+    let batches_before = rt.block_on(server_info(&load.addr));
     for round in 0..ROUNDS {
         for (name, kind) in kinds {
             let sat = rt.block_on(drive(
@@ -753,6 +750,7 @@ fn main() {
             results.get_mut(name).unwrap().0.absorb(sat);
         }
     }
+    let batches = BatchFigures::between(&batches_before, &rt.block_on(server_info(&load.addr)));
     // Then each kind at half its saturated rate, interleaved the same way.
     for round in 0..ROUNDS {
         for (name, kind) in kinds {
@@ -835,6 +833,7 @@ fn main() {
         card_mib * 1048576.0 / cards.max(1.0),
         (index_mib + card_mib) * 1048576.0 / numbers.max(1.0),
     ));
+    section.push_str(&batches.describe());
     for (name, profile) in &profiles {
         section.push_str(&format!("\nWhere the server's time went in a separate 5 s saturated {name} phase (`perf record -g`, share of the server's samples):\n\n```text\n{profile}\n```\n"));
     }
@@ -842,6 +841,60 @@ fn main() {
     println!("{section}");
     if a.keep.is_none() {
         std::fs::remove_dir_all(&dir).ok();
+    }
+}
+
+/// The body of `GET /switchboard/v1/info`.
+async fn server_info(addr: &str) -> String {
+    let mut c = Conn::open(addr).await;
+    c.request("GET", addr, "/switchboard/v1/info", "", "").await;
+    c.body().to_string()
+}
+
+/// A number of `/switchboard/v1/info`'s flat JSON (0 when absent).
+fn info_field(info: &str, k: &str) -> f64 {
+    info.split(&format!("\"{k}\":"))
+        .nth(1)
+        .and_then(|r| r.split([',', '}']).next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The call logger's transactions during the saturated rounds (only logging makes any): the
+/// server's running totals before and after.
+struct BatchFigures {
+    batches: f64,
+    calls: f64,
+    statement_us: f64,
+    commit_us: f64,
+    wal_pages: f64,
+}
+
+impl BatchFigures {
+    fn between(before: &str, after: &str) -> Self {
+        let d = |k: &str| info_field(after, k) - info_field(before, k);
+        BatchFigures {
+            batches: d("callBatches"),
+            calls: d("loggedCalls"),
+            statement_us: d("callBatchStatementMicros"),
+            commit_us: d("callBatchCommitMicros"),
+            wal_pages: d("callBatchWalPages"),
+        }
+    }
+
+    fn describe(&self) -> String {
+        let n = self.batches.max(1.0);
+        format!(
+            "\nGroup commit while calls were logged at saturation (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (WAL writes and sync), {:.1} WAL pages ({:.1} per call).\n",
+            self.calls,
+            self.batches,
+            self.calls / n,
+            self.statement_us / n,
+            self.statement_us / self.calls.max(1.0),
+            self.commit_us / n,
+            self.wal_pages / n,
+            self.wal_pages / self.calls.max(1.0),
+        )
     }
 }
 

@@ -65,12 +65,20 @@ pub struct Info {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cards_ready_ms: Option<u64>,
     pub uptime_seconds: u64,
+    /// Running totals of the call logger's transactions since start (`store::CallBatchStats`):
+    /// calls per batch is `loggedCalls / callBatches`.
+    pub call_batches: u64,
+    pub logged_calls: u64,
+    pub call_batch_statement_micros: u64,
+    pub call_batch_commit_micros: u64,
+    pub call_batch_wal_pages: u64,
 }
 
 #[utoipa::path(get, path = "/switchboard/v1/info", tag = "Switchboard", responses((status = 200, body = Info)))]
 async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
     // Both walk every portal's tables: at 10M numbers, once each.
     let (numbers, bytes) = (state.index.numbers(), state.index.memory_bytes());
+    let batches = state.store.call_batch_stats();
     Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
         phone_metadata_version: normalize::METADATA_VERSION.into(),
@@ -83,6 +91,11 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         card_bytes: state.cards.memory_bytes(),
         cards_ready_ms: state.cards.warm_ms(),
         uptime_seconds: state.started.elapsed().as_secs(),
+        call_batches: batches.batches,
+        logged_calls: batches.calls,
+        call_batch_statement_micros: batches.statement_micros,
+        call_batch_commit_micros: batches.commit_micros,
+        call_batch_wal_pages: batches.wal_pages,
     })
 }
 

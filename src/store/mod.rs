@@ -265,6 +265,22 @@ pub struct CallLogged {
     pub created: bool,
 }
 
+/// What the call logger's transactions have cost since start, as running totals: how well
+/// group commit is batching, and whether a batch's time goes to statements or to the commit
+/// (WAL writes and the sync). `/switchboard/v1/info` shows them; the benchmark reports the
+/// difference over its logging phases.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CallBatchStats {
+    pub batches: u64,
+    pub calls: u64,
+    /// Time from the transaction's start to its commit: the batch's statements.
+    pub statement_micros: u64,
+    /// Time in the commit: writing the batch's pages to the WAL and syncing it.
+    pub commit_micros: u64,
+    /// Pages the commits appended to the WAL.
+    pub wal_pages: u64,
+}
+
 /// A number a portal never matches (its own main line, a carrier's test number).
 #[derive(Debug, Clone)]
 pub struct IgnoredNumber {
@@ -469,6 +485,11 @@ pub trait Store: Send + Sync + 'static {
         object_type: ObjectType,
         property: &str,
     ) -> StoreResult<Vec<String>>;
+
+    /// Running totals of the call logger's transactions (zero where the store keeps none).
+    fn call_batch_stats(&self) -> CallBatchStats {
+        CallBatchStats::default()
+    }
 
     /// Flushes and closes; called once on shutdown.
     async fn close(&self);

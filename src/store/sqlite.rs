@@ -735,6 +735,10 @@ impl Store for SqliteStore {
         self.writer.log_calls(batch).await
     }
 
+    fn call_batch_stats(&self) -> CallBatchStats {
+        self.writer.call_batch_stats()
+    }
+
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO ignored_numbers (portal_id, e164, note, created_at) VALUES ($1, $2, $3, $4)

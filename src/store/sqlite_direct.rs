@@ -18,10 +18,10 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::c_int;
-use std::sync::Mutex;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
@@ -315,6 +315,30 @@ enum Job {
 pub struct Writer {
     tx: Mutex<Option<mpsc::Sender<Job>>>,
     thread: Mutex<Option<JoinHandle<()>>>,
+    stats: Arc<BatchCounters>,
+}
+
+/// [`CallBatchStats`] as the writer thread adds to them.
+#[derive(Default)]
+struct BatchCounters {
+    batches: AtomicU64,
+    calls: AtomicU64,
+    statement_micros: AtomicU64,
+    commit_micros: AtomicU64,
+    wal_pages: AtomicU64,
+}
+
+impl BatchCounters {
+    fn add(&self, calls: usize, started: Instant, committing: Instant, pages: u64) {
+        let done = Instant::now();
+        self.batches.fetch_add(1, Relaxed);
+        self.calls.fetch_add(calls as u64, Relaxed);
+        self.statement_micros
+            .fetch_add((committing - started).as_micros() as u64, Relaxed);
+        self.commit_micros
+            .fetch_add((done - committing).as_micros() as u64, Relaxed);
+        self.wal_pages.fetch_add(pages, Relaxed);
+    }
 }
 
 impl Writer {
@@ -335,6 +359,8 @@ impl Writer {
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpointer: {e}")))?;
         let (tx, rx) = mpsc::channel::<Job>();
+        let stats = Arc::new(BatchCounters::default());
+        let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
@@ -345,7 +371,7 @@ impl Writer {
                     }
                     match job {
                         Job::LogCalls(calls, reply) => {
-                            let _ = reply.send(log_calls(&mut conn, &calls));
+                            let _ = reply.send(log_calls(&mut conn, &calls, &counters));
                         }
                         Job::Import(job, reply) => {
                             let _ = reply.send(import_batch(&mut conn, &job));
@@ -368,7 +394,19 @@ impl Writer {
         Ok(Writer {
             tx: Mutex::new(Some(tx)),
             thread: Mutex::new(Some(thread)),
+            stats,
         })
+    }
+
+    pub fn call_batch_stats(&self) -> CallBatchStats {
+        let s = &self.stats;
+        CallBatchStats {
+            batches: s.batches.load(Relaxed),
+            calls: s.calls.load(Relaxed),
+            statement_micros: s.statement_micros.load(Relaxed),
+            commit_micros: s.commit_micros.load(Relaxed),
+            wal_pages: s.wal_pages.load(Relaxed),
+        }
     }
 
     async fn run<T>(
@@ -406,7 +444,12 @@ impl Writer {
 
 /// Logs a batch of calls in one transaction: a new externalCallId makes a call, a known one
 /// updates its call (a repost), in batch order.
-fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLogged>> {
+fn log_calls(
+    conn: &mut Connection,
+    batch: &[CallLog],
+    stats: &BatchCounters,
+) -> StoreResult<Vec<CallLogged>> {
+    let started = Instant::now();
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(batch.len());
     {
@@ -491,7 +534,17 @@ fn log_calls(conn: &mut Connection, batch: &[CallLog]) -> StoreResult<Vec<CallLo
             out.push(logged);
         }
     }
+    let committing = Instant::now();
+    let wal_before = WAL_PAGES.get();
     tx.commit()?;
+    // The WAL hook has set the WAL's new length; a shorter one means it restarted from its start.
+    let after = WAL_PAGES.get();
+    let pages = if after >= wal_before {
+        after - wal_before
+    } else {
+        after
+    };
+    stats.add(batch.len(), started, committing, pages as u64);
     Ok(out)
 }
 
