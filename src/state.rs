@@ -117,11 +117,12 @@ impl AppState {
 
     /// Files the phone numbers of records that another process added since the last call
     /// (`switchboard import` into the database of a running server), and returns how many
-    /// rows it filed. Ids only grow, so such records are exactly those above the highest id
-    /// seen so far that this server did not write itself. The write gate is held throughout:
-    /// no record write of this server runs meanwhile, so the phone rows read are exactly what
-    /// the index must hold for their records, and re-filing one this server already filed
-    /// changes nothing.
+    /// rows it read. Ids only grow, so such records are all above the highest id seen so far;
+    /// the records this server wrote there are read too, and filing them again changes
+    /// nothing. Each page is read and filed under the write gate, so no record write of this
+    /// server runs between the read and the filing: the rows filed are what the index must
+    /// hold for those records, and a write after them applies its own diff. The gate is taken
+    /// page by page so that a large import does not hold up the API's writes.
     pub async fn file_external_records(&self) -> StoreResult<usize> {
         use std::sync::atomic::Ordering;
         let seen = self.filed_up_to.load(Ordering::Acquire);
@@ -129,10 +130,10 @@ impl AppState {
         if max <= seen {
             return Ok(0);
         }
-        let _gate = self.write_gate.lock().await;
         const PAGE: i64 = 10_000;
         let (mut after, mut filed) = (seen, 0);
         loop {
+            let _gate = self.write_gate.lock().await;
             let mut page = self.store.phones_after(after, PAGE).await?;
             let full = page.len() as i64 == PAGE;
             if full {
@@ -159,9 +160,9 @@ impl AppState {
         }
         self.filed_up_to.store(max.max(after), Ordering::Release);
         if filed > 0 {
-            tracing::info!(
+            tracing::debug!(
                 rows = filed,
-                "caller ID filed numbers that another process added (an import)"
+                "caller ID filed the numbers of records above the last id it had seen"
             );
         }
         Ok(filed)

@@ -1,6 +1,7 @@
 //! `cargo run --release --bin bench -- [--contacts N] [--seconds S] [--connections C]`
 //! (`--keep-db FILE` seeds FILE once and reuses it; `--only baseline|lookup|logging` drives one
-//! kind of request for `--seconds`, prints its figures and writes nothing, for profiling)
+//! kind of request for `--seconds`, at `--rate R` requests per second or saturated, prints its
+//! figures and writes nothing, for profiling)
 //!
 //! Seeds a portal with N contacts (CSV import, mixed phone formats), starts the real server,
 //! and drives it over loopback with an in-repo HTTP/1.1 keep-alive client. In one run it
@@ -29,6 +30,8 @@ struct Args {
     search: bool,
     /// Drive one kind of request only, saturated, and print its figures (for profiling).
     only: Option<String>,
+    /// With `--only`: this many requests per second instead of as many as the server takes.
+    rate: Option<f64>,
 }
 
 fn args() -> Args {
@@ -41,6 +44,7 @@ fn args() -> Args {
         profile: true,
         search: false,
         only: None,
+        rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -54,6 +58,7 @@ fn args() -> Args {
             "--no-profile" => a.profile = false,
             "--search" => a.search = true,
             "--only" => a.only = Some(v()),
+            "--rate" => a.rate = Some(v().parse().expect("--rate R")),
             other => panic!("unknown argument {other}; see the doc comment of src/bin/bench.rs"),
         }
     }
@@ -707,12 +712,13 @@ fn main() {
             other => panic!("--only takes baseline, lookup or logging, not {other}"),
         };
         let before = rt.block_on(server_info(&load.addr));
-        let p = rt.block_on(drive(&load, kind, a.seconds, None, &format!("{run}o")));
+        let p = rt.block_on(drive(&load, kind, a.seconds, a.rate, &format!("{run}o")));
         eprintln!(
-            "{only}: {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms); server pid {pid}",
+            "{only}: {:.0} req/s (p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms); server pid {pid}",
             p.rps(),
             p.pct(0.5),
-            p.pct(0.99)
+            p.pct(0.99),
+            p.pct(0.999)
         );
         if matches!(kind, Kind::Logging) {
             let after = rt.block_on(server_info(&load.addr));
@@ -885,7 +891,7 @@ impl BatchFigures {
     fn describe(&self) -> String {
         let n = self.batches.max(1.0);
         format!(
-            "\nGroup commit while calls were logged at saturation (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (WAL writes and sync), {:.1} WAL pages ({:.1} per call).\n",
+            "\nGroup commit while calls were logged (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (WAL writes and sync), {:.1} WAL pages ({:.1} per call).\n",
             self.calls,
             self.batches,
             self.calls / n,
