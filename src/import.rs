@@ -2,8 +2,9 @@
 //!
 //! - Columns are HubSpot export names ("Phone Number", "Country/Region") or property names;
 //!   `--map column=property` overrides either.
-//! - Rows are validated like API writes (property types, duplicate emails); failures go to a
-//!   reject file with their line number and reason, and the import goes on.
+//! - Rows are validated like API writes (property types) and against duplicates (a contact's
+//!   email, a company's domain); failures go to a reject file with their line number and
+//!   reason, and the import goes on.
 //! - Rows are committed in batches with a checkpoint (the last line) in the same transaction,
 //!   so a re-run after a crash resumes after the last commit and never duplicates a row.
 //! - Numbers are normalised on the way in. A server started afterwards builds its caller-ID
@@ -219,16 +220,15 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     }
     let mut rejects = Rejects::open(&opts.reject_file, checkpoint > 0)
         .map_err(|e| format!("cannot write {}: {e}", opts.reject_file.display()))?;
-    let emails: HashSet<String> = if opts.object_type == ObjectType::Contact {
-        store
-            .property_values(opts.portal_id, ObjectType::Contact, "email")
+    let keys: HashSet<String> = match unique_property(opts.object_type) {
+        Some(property) => store
+            .property_values(opts.portal_id, opts.object_type, property)
             .await
             .map_err(|e| e.to_string())?
             .into_iter()
             .map(|e| e.to_lowercase())
-            .collect()
-    } else {
-        HashSet::new()
+            .collect(),
+        None => HashSet::new(),
     };
     let mut report = ImportReport {
         resumed_after_line: checkpoint,
@@ -248,7 +248,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     let batch_size = opts.batch_size;
     let object_type = opts.object_type;
     let producer = tokio::task::spawn_blocking(move || {
-        pipeline(reader, checkpoint, plan, region, emails, batch_size, tx)
+        pipeline(reader, checkpoint, plan, region, keys, batch_size, tx)
     });
     while let Some(mut batch) = rx.recv().await {
         let written = batch.writes.len() as u64;
@@ -324,10 +324,23 @@ struct Chunk<T> {
     byte: u64,
 }
 
-/// A row ready for the store, with its email for the duplicate check.
+/// A row ready for the store, with its unique key (lower-cased, and as written) for the
+/// duplicate check.
 struct Converted {
     row: ImportRow,
-    email: Option<(String, String)>,
+    key: Option<(String, String)>,
+}
+
+/// The property an import treats as a record's identity: a row whose value is already in the
+/// portal, or earlier in the file, is rejected, so a re-run of an edited file adds only its
+/// new records. A contact's email, as HubSpot's imports do; a company's domain, which is what
+/// HubSpot's imports match companies on.
+fn unique_property(ty: ObjectType) -> Option<&'static str> {
+    match ty {
+        ObjectType::Contact => Some("email"),
+        ObjectType::Company => Some("domain"),
+        ObjectType::Call => None,
+    }
 }
 
 /// Rows a worker converts at a time: large enough that channel hand-offs cost nothing per
@@ -346,7 +359,7 @@ fn pipeline(
     checkpoint: u64,
     plan: Plan,
     region: rlibphonenumber::Region,
-    mut emails: HashSet<String>,
+    mut keys: HashSet<String>,
     batch_size: usize,
     tx: tokio::sync::mpsc::Sender<Parsed>,
 ) -> Result<(), String> {
@@ -400,7 +413,7 @@ fn pipeline(
             while let Some(chunk) = early.remove(&next_seq) {
                 next_seq += 1;
                 for (line, row) in chunk.rows {
-                    match row.and_then(|c| dedup(c, &mut emails)) {
+                    match row.and_then(|c| dedup(c, &mut keys, plan.object_type)) {
                         Ok(row) => batch.writes.push(row),
                         Err(reason) => batch.rejects.push((line, reason)),
                     }
@@ -471,14 +484,18 @@ fn read_chunks(
     }
 }
 
-/// Keeps the first contact of each email in the file (and none already in the portal).
-fn dedup(c: Converted, emails: &mut HashSet<String>) -> Result<ImportRow, String> {
-    match c.email {
-        Some((lower, email)) => {
-            if emails.insert(lower) {
+/// Keeps the first record of each unique key in the file (and none already in the portal).
+fn dedup(c: Converted, keys: &mut HashSet<String>, ty: ObjectType) -> Result<ImportRow, String> {
+    match c.key {
+        Some((lower, value)) => {
+            if keys.insert(lower) {
                 Ok(c.row)
             } else {
-                Err(format!("a contact with email {email} already exists"))
+                Err(format!(
+                    "a {} with {} {value} already exists",
+                    ty.singular(),
+                    unique_property(ty).unwrap_or("key")
+                ))
             }
         }
         None => Ok(c.row),
@@ -516,14 +533,13 @@ fn convert(
     if change.is_empty() {
         return Err("the row has no values".into());
     }
-    let email = match (plan.object_type, change.get("email")) {
-        (ObjectType::Contact, Some(Some(email))) => Some((email.to_lowercase(), email.clone())),
-        _ => None,
-    };
+    let key = unique_property(plan.object_type)
+        .and_then(|p| change.get(p).cloned().flatten())
+        .map(|v| (v.to_lowercase(), v));
     let w = crm::apply_write(plan.object_type, Properties::new(), change, region);
     Ok(Converted {
         row: ImportRow::encode(w),
-        email,
+        key,
     })
 }
 

@@ -336,6 +336,45 @@ async fn a_company_export_imports_by_its_column_names() {
         p["hs_calculated_phone_number"], "+442079460000",
         "{company}"
     );
+
+    // Companies are matched on their domain, as in HubSpot's imports: an edited export run
+    // again adds only the new company, and a domain twice in one file keeps its first row.
+    write_csv(
+        &csv,
+        "Company name,Company Domain Name,Phone Number",
+        vec![
+            "Acme Ltd,ACME.example,020 7946 0000".to_string(),
+            "Gamma Ltd,gamma.example,020 7946 0001".to_string(),
+            "Gamma Again,gamma.example,020 7946 0002".to_string(),
+        ]
+        .into_iter(),
+    );
+    let out = db.cli(&[
+        "import",
+        "companies",
+        "--portal",
+        "63",
+        csv.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(out.contains("imported 1 rows, rejected 2"), "{out}");
+    let rejects = std::fs::read_to_string(db.dir.path().join("companies.csv.rejects.csv")).unwrap();
+    let lines: Vec<&str> = rejects.lines().skip(1).collect();
+    assert_eq!(
+        lines,
+        [
+            "2,\"a company with domain ACME.example already exists\"",
+            "4,\"a company with domain gamma.example already exists\""
+        ],
+        "{rejects}"
+    );
+    let names: Vec<String> =
+        all_pages(&server, &token, "/crm/v3/objects/companies?properties=name")
+            .await
+            .iter()
+            .map(|c| c["properties"]["name"].as_str().unwrap().to_string())
+            .collect();
+    assert_eq!(names, ["Acme Ltd", "Gamma Ltd"]);
 }
 
 /// An import into the database of a running server reaches its caller ID without a restart,

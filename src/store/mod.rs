@@ -48,6 +48,15 @@ impl ObjectType {
         }
     }
 
+    /// The singular name, as messages say it.
+    pub fn singular(self) -> &'static str {
+        match self {
+            ObjectType::Contact => "contact",
+            ObjectType::Company => "company",
+            ObjectType::Call => "call",
+        }
+    }
+
     /// Accepts a path segment as HubSpot does: the plural or singular name, or the type id.
     pub fn from_path(s: &str) -> Option<Self> {
         match s.to_ascii_lowercase().as_str() {
