@@ -32,6 +32,18 @@ fn import_contacts(db: &Db, portal: &str, csv: &std::path::Path, batch: &str) ->
     ])
 }
 
+/// `switchboard import companies` of `csv` into `portal`.
+fn import_companies(db: &Db, portal: &str, csv: &std::path::Path) -> String {
+    db.cli(&[
+        "import",
+        "companies",
+        "--portal",
+        portal,
+        csv.to_str().unwrap(),
+        "--quiet",
+    ])
+}
+
 #[tokio::test]
 async fn export_columns_map_and_rejects() {
     let db = Db::new();
@@ -292,14 +304,7 @@ async fn a_company_export_imports_by_its_column_names() {
         ]
         .into_iter(),
     );
-    let out = db.cli(&[
-        "import",
-        "companies",
-        "--portal",
-        "63",
-        csv.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let out = import_companies(&db, "63", &csv);
     assert!(out.contains("imported 1 rows, rejected 1"), "{out}");
     assert!(!out.contains("ignored columns"), "every column maps: {out}");
     let rejects = std::fs::read_to_string(db.dir.path().join("companies.csv.rejects.csv")).unwrap();
@@ -349,14 +354,7 @@ async fn a_company_export_imports_by_its_column_names() {
         ]
         .into_iter(),
     );
-    let out = db.cli(&[
-        "import",
-        "companies",
-        "--portal",
-        "63",
-        csv.to_str().unwrap(),
-        "--quiet",
-    ]);
+    let out = import_companies(&db, "63", &csv);
     assert!(out.contains("imported 1 rows, rejected 2"), "{out}");
     let rejects = std::fs::read_to_string(db.dir.path().join("companies.csv.rejects.csv")).unwrap();
     let lines: Vec<&str> = rejects.lines().skip(1).collect();
