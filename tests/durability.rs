@@ -100,6 +100,21 @@ async fn the_wal_stays_bounded_under_sustained_logging() {
         )
         .await;
     }
+    // One call after those creates: its transaction's pages are its own, not the WAL's length.
+    post(
+        &server.url(INBOUND),
+        &token,
+        &inbound("wal-first", &callers[0], true),
+    )
+    .await;
+    let (_, info) = get(&server.url("/switchboard/v1/info"), &token).await;
+    assert_eq!(info["loggedCalls"], 1, "{info}");
+    let pages = info["callBatchWalPages"].as_u64().unwrap();
+    assert!(
+        (1..=20).contains(&pages),
+        "one call wrote {pages} WAL pages: {info}"
+    );
+
     let calls = 4000;
     let mut workers = Vec::new();
     for w in 0..32 {
@@ -134,7 +149,7 @@ async fn the_wal_stays_bounded_under_sustained_logging() {
     // shared transactions (one per call would mean no batching at all).
     let (_, info) = get(&server.url("/switchboard/v1/info"), &token).await;
     let total = |k: &str| info[k].as_u64().unwrap_or_else(|| panic!("{k}: {info}"));
-    assert_eq!(total("loggedCalls"), calls as u64, "{info}");
+    assert_eq!(total("loggedCalls"), calls as u64 + 1, "{info}");
     assert!(total("callBatches") < total("loggedCalls"), "{info}");
     assert!(total("callBatchWalPages") >= total("callBatches"), "{info}");
     assert!(total("callBatchCommitMicros") > 0, "{info}");

@@ -450,6 +450,7 @@ fn log_calls(
     stats: &BatchCounters,
 ) -> StoreResult<Vec<CallLogged>> {
     let started = Instant::now();
+    pages_written(conn);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(batch.len());
     {
@@ -535,17 +536,32 @@ fn log_calls(
         }
     }
     let committing = Instant::now();
-    let wal_before = WAL_PAGES.get();
     tx.commit()?;
-    // The WAL hook has set the WAL's new length; a shorter one means it restarted from its start.
-    let after = WAL_PAGES.get();
-    let pages = if after >= wal_before {
-        after - wal_before
-    } else {
-        after
-    };
-    stats.add(batch.len(), started, committing, pages as u64);
+    stats.add(batch.len(), started, committing, pages_written(conn));
     Ok(out)
+}
+
+/// Pages this connection has written to the WAL since the last call (SQLite's
+/// `SQLITE_DBSTATUS_CACHE_WRITE`, reset as it is read). The WAL hook's count would not do: it
+/// is the WAL's length, frames of every connection included.
+fn pages_written(conn: &Connection) -> u64 {
+    let (mut current, mut highest) = (0, 0);
+    // SAFETY: the handle belongs to this open connection, used on the thread that owns it;
+    // SQLite only writes the two integers.
+    let rc = unsafe {
+        rusqlite::ffi::sqlite3_db_status(
+            conn.handle(),
+            rusqlite::ffi::SQLITE_DBSTATUS_CACHE_WRITE,
+            &mut current,
+            &mut highest,
+            1,
+        )
+    };
+    if rc == rusqlite::ffi::SQLITE_OK {
+        current.max(0) as u64
+    } else {
+        0
+    }
 }
 
 /// The live primary company that every contact of `choice` has, if they share one. A
