@@ -210,6 +210,22 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         .headers()
         .map_err(|e| format!("cannot read the header row: {e}"))?
         .clone();
+    // A mistake in --map would reject every row, or silently import nothing from a column:
+    // stop before anything is written instead.
+    for (column, property) in &opts.map {
+        if !headers
+            .iter()
+            .any(|h| h.trim().eq_ignore_ascii_case(column.trim()))
+        {
+            return Err(format!(
+                "--map {column}={property}: {} has no column \"{column}\"",
+                opts.file.display()
+            ));
+        }
+        if let Err(e) = catalog.check_writable(property) {
+            return Err(format!("--map {column}={property}: {}", e.message));
+        }
+    }
     let (columns, unknown) = column_map(&headers, &catalog, &opts.map);
     if !columns.iter().any(Option::is_some) {
         return Err(format!(

@@ -136,6 +136,45 @@ async fn export_columns_map_and_rejects() {
     );
 }
 
+/// A `--map` naming a column the file lacks, or a property the type lacks, stops the import
+/// before anything is written, with a message naming the pair.
+#[tokio::test]
+async fn a_wrong_map_stops_before_writing() {
+    let db = Db::new();
+    db.portal(65, "US");
+    let csv = db.dir.path().join("map.csv");
+    write_csv(
+        &csv,
+        "First Name,Cell",
+        ["Ann,201 555 0100".to_string()].into_iter(),
+    );
+    let file = csv.to_str().unwrap();
+    for (map, says) in [
+        ("Mobile=mobilephone", "has no column \"Mobile\""),
+        ("Cell=mobile", "\"mobile\" does not exist on contacts"),
+    ] {
+        let err = db.cli_fails(&["import", "contacts", "--portal", "65", file, "--map", map]);
+        assert!(
+            err.contains(&format!("--map {map}")) && err.contains(says),
+            "{err}"
+        );
+    }
+    let out = db.cli(&[
+        "import",
+        "contacts",
+        "--portal",
+        "65",
+        file,
+        "--map",
+        "cell=mobilephone",
+        "--quiet",
+    ]);
+    assert!(
+        out.contains("imported 1 rows, rejected 0"),
+        "nothing was written before: {out}"
+    );
+}
+
 #[tokio::test]
 async fn a_killed_import_resumes_without_duplicates() {
     let db = Db::new();

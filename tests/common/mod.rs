@@ -49,6 +49,17 @@ impl Db {
         String::from_utf8(out.stdout).expect("utf8")
     }
 
+    /// Runs a CLI command that must fail, and returns its stderr.
+    pub fn cli_fails(&self, args: &[&str]) -> String {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--db", &self.url()])
+            .output()
+            .expect("run switchboard");
+        assert!(!out.status.success(), "switchboard {args:?} succeeded");
+        String::from_utf8(out.stderr).expect("utf8")
+    }
+
     pub fn portal(&self, id: i64, region: &str) {
         self.cli(&[
             "portal",
