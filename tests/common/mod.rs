@@ -34,13 +34,17 @@ impl Db {
         format!("sqlite://{}", self.path().display())
     }
 
-    /// Runs a CLI command against this database and returns its stdout.
-    pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
+    fn run_cli(&self, args: &[&str]) -> std::process::Output {
+        Command::new(BIN)
             .args(args)
             .args(["--db", &self.url()])
             .output()
-            .expect("run switchboard");
+            .expect("run switchboard")
+    }
+
+    /// Runs a CLI command against this database and returns its stdout.
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = self.run_cli(args);
         assert!(
             out.status.success(),
             "switchboard {args:?} failed: {}",
@@ -51,11 +55,7 @@ impl Db {
 
     /// Runs a CLI command that must fail, and returns its stderr.
     pub fn cli_fails(&self, args: &[&str]) -> String {
-        let out = Command::new(BIN)
-            .args(args)
-            .args(["--db", &self.url()])
-            .output()
-            .expect("run switchboard");
+        let out = self.run_cli(args);
         assert!(!out.status.success(), "switchboard {args:?} succeeded");
         String::from_utf8(out.stderr).expect("utf8")
     }
