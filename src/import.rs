@@ -92,6 +92,11 @@ impl ImportReport {
     }
 }
 
+/// A column name as headers and `--map` are compared: trimmed, in lower case.
+fn column_key(name: &str) -> String {
+    name.trim().to_lowercase()
+}
+
 /// Which property each column writes (`None`: ignored).
 fn column_map(
     headers: &csv::StringRecord,
@@ -102,11 +107,8 @@ fn column_map(
     let cols = headers
         .iter()
         .map(|h| {
-            let key = h.trim().to_lowercase();
-            if let Some((_, p)) = overrides
-                .iter()
-                .find(|(c, _)| c.trim().to_lowercase() == key)
-            {
+            let key = column_key(h);
+            if let Some((_, p)) = overrides.iter().find(|(c, _)| column_key(c) == key) {
                 return Some(p.clone());
             }
             if catalog.get(&key).is_some() {
@@ -210,23 +212,25 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         .headers()
         .map_err(|e| format!("cannot read the header row: {e}"))?
         .clone();
+    let (columns, unknown) = column_map(&headers, &catalog, &opts.map);
+    let plan = Plan::new(&columns, &catalog);
     // A mistake in --map would reject every row, or silently import nothing from a column:
     // stop before anything is written instead.
     for (column, property) in &opts.map {
-        if !headers
+        let at = headers
             .iter()
-            .any(|h| h.trim().eq_ignore_ascii_case(column.trim()))
-        {
-            return Err(format!(
-                "--map {column}={property}: {} has no column \"{column}\"",
-                opts.file.display()
-            ));
-        }
-        if let Err(e) = catalog.check_writable(property) {
-            return Err(format!("--map {column}={property}: {}", e.message));
+            .position(|h| column_key(h) == column_key(column));
+        match at.and_then(|i| plan.columns[i].as_ref()) {
+            None => {
+                return Err(format!(
+                    "--map {column}={property}: {} has no column \"{column}\"",
+                    opts.file.display()
+                ));
+            }
+            Some(Err(message)) => return Err(format!("--map {column}={property}: {message}")),
+            Some(Ok(_)) => {}
         }
     }
-    let (columns, unknown) = column_map(&headers, &catalog, &opts.map);
     if !columns.iter().any(Option::is_some) {
         return Err(format!(
             "no column of {} maps to a {} property; use --map column=property",
@@ -260,7 +264,6 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     // Parsing and normalising (libphonenumber is most of a row's cost) run on worker threads
     // while the writer commits the previous batch; see `pipeline`.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
-    let plan = Plan::new(&columns, &catalog);
     let batch_size = opts.batch_size;
     let object_type = opts.object_type;
     let producer = tokio::task::spawn_blocking(move || {

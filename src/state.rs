@@ -131,20 +131,14 @@ impl AppState {
             return Ok(0);
         }
         const PAGE: i64 = 10_000;
-        let (mut after, mut filed) = (seen, 0);
+        // Keys after (seen + 1, "") are every row of the records above `seen`.
+        let (mut after, mut filed) = ((seen + 1, String::new()), 0);
         loop {
             let _gate = self.write_gate.lock().await;
-            let mut page = self.store.phones_after(after, PAGE).await?;
+            let page = self.store.phones_after(after.clone(), PAGE).await?;
+            let Some((_, last)) = page.last() else { break };
+            after = (last.object_id, last.property.clone());
             let full = page.len() as i64 == PAGE;
-            if full {
-                // The page may end part-way through a record's rows: leave that record whole
-                // for the next page.
-                let last = page.last().map(|(_, r)| r.object_id).unwrap_or(after);
-                page.retain(|(_, r)| r.object_id != last);
-            }
-            let Some(last) = page.last().map(|(_, r)| r.object_id) else {
-                break;
-            };
             let mut by_portal: HashMap<i64, Vec<PhoneRow>> = HashMap::new();
             for (portal, row) in page {
                 by_portal.entry(portal).or_default().push(row);
@@ -153,12 +147,11 @@ impl AppState {
                 filed += rows.len();
                 self.index.apply(portal, &[], &rows);
             }
-            after = last;
             if !full {
                 break;
             }
         }
-        self.filed_up_to.store(max.max(after), Ordering::Release);
+        self.filed_up_to.store(max.max(after.0), Ordering::Release);
         if filed > 0 {
             tracing::debug!(
                 rows = filed,

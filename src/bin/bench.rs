@@ -701,9 +701,6 @@ fn main() {
         field("indexBytesPerNumber"),
         field("indexedNumbers"),
     );
-    // The three phases are interleaved in rounds rather than run one after another: on a shared
-    // VM the machine's speed drifts by tens of percent within a minute, and a drift must hit
-    // the baseline and the calls alike for their ratio to mean anything.
     if let Some(only) = &a.only {
         let kind = match only.as_str() {
             "baseline" => Kind::Baseline,
@@ -728,6 +725,9 @@ fn main() {
         std::fs::remove_dir_all(&dir).ok();
         return;
     }
+    // The three phases are interleaved in rounds rather than run one after another: on a shared
+    // VM the machine's speed drifts by tens of percent within a minute, and a drift must hit
+    // the baseline and the calls alike for their ratio to mean anything.
     const ROUNDS: u64 = 5;
     let slice = (a.seconds / ROUNDS).max(1);
     let kinds = [
@@ -866,8 +866,8 @@ fn info_field(info: &str, k: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// The call logger's transactions during the saturated rounds (only logging makes any): the
-/// server's running totals before and after.
+/// The call logger's transactions between two readings of the server's running totals (only
+/// logging makes any).
 struct BatchFigures {
     batches: f64,
     calls: f64,

@@ -406,10 +406,14 @@ pub trait Store: Send + Sync + 'static {
     async fn phones_of_portal(&self, portal_id: i64) -> StoreResult<Vec<PhoneRow>>;
     /// The highest record id ever committed, of any type and portal (0 when there is none).
     async fn max_record_id(&self) -> StoreResult<i64>;
-    /// One page of phone rows, with their portal, of records whose id is above `after`, in id
-    /// order: how a running server files records that another process (`switchboard import`)
-    /// added, since ids only grow.
-    async fn phones_after(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, PhoneRow)>>;
+    /// One page of phone rows, with their portal, in key order after `after` (an object id and
+    /// property, as [`Store::index_rows`] pages): how a running server files records that
+    /// another process (`switchboard import`) added, since ids only grow.
+    async fn phones_after(
+        &self,
+        after: (i64, String),
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, PhoneRow)>>;
     /// The phone rows of some records.
     async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>>;
 

@@ -698,11 +698,17 @@ impl Store for SqliteStore {
         )
     }
 
-    async fn phones_after(&self, after: i64, limit: i64) -> StoreResult<Vec<(i64, PhoneRow)>> {
+    async fn phones_after(
+        &self,
+        after: (i64, String),
+        limit: i64,
+    ) -> StoreResult<Vec<(i64, PhoneRow)>> {
         sqlx::query(
-            "SELECT * FROM phones WHERE object_id > $1 ORDER BY object_id, property LIMIT $2",
+            "SELECT * FROM phones WHERE (object_id, property) > ($1, $2)
+             ORDER BY object_id, property LIMIT $3",
         )
-        .bind(after)
+        .bind(after.0)
+        .bind(after.1)
         .bind(limit)
         .fetch_all(&self.pool)
         .await?
