@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod group_commit;
+pub mod pcache;
 pub mod sqlite;
 mod sqlite_direct;
 

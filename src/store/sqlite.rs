@@ -34,6 +34,7 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     pub async fn open(path: &str) -> StoreResult<Self> {
+        super::pcache::install();
         // The direct connections of `sqlite_direct.rs` open the file by name, so it must be a
         // file: sqlx's `?mode=…` options are dropped for them, and `:memory:` would give every
         // connection a database of its own.
