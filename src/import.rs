@@ -537,7 +537,7 @@ fn convert(
             continue;
         }
         match def {
-            Ok(def) => match crm::coerce_value(def, value.to_string()) {
+            Ok(def) => match crm::coerce_value(def, import_value(def, value)) {
                 Ok(v) => {
                     change.insert(def.name.clone(), Some(v));
                 }
@@ -560,6 +560,33 @@ fn convert(
         row: ImportRow::encode(w),
         key,
     })
+}
+
+/// A cell as the API would take it. HubSpot's imports accept an option's label as well as its
+/// internal value (its exports write labels) and Yes or No for a checkbox; the API takes only
+/// values and true or false. Anything else is left as it is, for `coerce_value` to reject with
+/// the property's options named.
+fn import_value(def: &PropertyDef, value: &str) -> String {
+    match def.kind.as_str() {
+        "enumeration" => value
+            .split(';')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                let by = |f: &dyn Fn(&crm::PropertyOption) -> bool| {
+                    def.options.iter().find(|o| f(o)).map(|o| o.value.as_str())
+                };
+                by(&|o| o.value == part)
+                    .or_else(|| by(&|o| o.label.eq_ignore_ascii_case(part)))
+                    .or_else(|| by(&|o| o.value.eq_ignore_ascii_case(part)))
+                    .unwrap_or(part)
+            })
+            .collect::<Vec<_>>()
+            .join(";"),
+        "bool" if value.eq_ignore_ascii_case("yes") => "true".to_string(),
+        "bool" if value.eq_ignore_ascii_case("no") => "false".to_string(),
+        _ => value.to_string(),
+    }
 }
 
 /// The reject file: `line,reason` rows, written only after the batch they belong to commits.

@@ -175,6 +175,87 @@ async fn a_wrong_map_stops_before_writing() {
     );
 }
 
+/// Exports write option labels and Yes/No; the import takes them as HubSpot's does, stores
+/// the internal values the API would, and rejects a label no option has, naming the options.
+#[tokio::test]
+async fn option_labels_and_yes_no_import_as_values() {
+    let db = Db::new();
+    db.portal(66, "US");
+    let token = db.token(66, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let options = [("Gold Tier", "gold"), ("Tin", "tin"), ("Silver", "ag")];
+    let option_json: Vec<_> = options
+        .iter()
+        .map(|(label, value)| json!({"label": label, "value": value}))
+        .collect();
+    for body in [
+        json!({"name": "tier", "label": "Tier", "type": "enumeration", "fieldType": "select", "groupName": "contactinformation", "options": option_json}),
+        json!({"name": "perks", "label": "Perks", "type": "enumeration", "fieldType": "checkbox", "groupName": "contactinformation", "options": option_json}),
+        json!({"name": "vip", "label": "VIP", "type": "bool", "fieldType": "booleancheckbox", "groupName": "contactinformation"}),
+    ] {
+        let (s, _, r) = post(&server.url("/crm/v3/properties/contacts"), &token, &body).await;
+        assert_eq!(s, 201, "{r}");
+    }
+    // Every option by its label, its label in capitals and its value; the checkbox with the
+    // next option as well; VIP as Yes/No/true/false in mixed case.
+    let bools = [
+        ("Yes", "true"),
+        ("no", "false"),
+        ("TRUE", "true"),
+        ("False", "false"),
+    ];
+    let mut rows = Vec::new();
+    let mut expected = Vec::new();
+    for (i, (label, value)) in options.iter().enumerate() {
+        let (next_label, next_value) = options[(i + 1) % options.len()];
+        for form in [label.to_string(), label.to_uppercase(), value.to_string()] {
+            let n = rows.len();
+            let (typed, stored) = bools[n % bools.len()];
+            rows.push(format!(
+                "c{n}@example.com,{form},{form};{next_label},{typed}"
+            ));
+            expected.push((n, *value, format!("{value};{next_value}"), stored));
+        }
+    }
+    let good = rows.len();
+    rows.push(format!("c{good}@example.com,Platinum,,yes"));
+    rows.push(format!("c{}@example.com,tin,,maybe", good + 1));
+    let csv = db.dir.path().join("labels.csv");
+    write_csv(&csv, "Email,Tier,Perks,VIP", rows.into_iter());
+    let out = import_contacts(&db, "66", &csv, "1000");
+    assert!(
+        out.contains(&format!("imported {good} rows, rejected 2")),
+        "{out}"
+    );
+    let rejects = std::fs::read_to_string(db.dir.path().join("labels.csv.rejects.csv")).unwrap();
+    let lines: Vec<&str> = rejects.lines().skip(1).collect();
+    assert!(
+        lines[0].starts_with(&format!("{},", good + 2))
+            && lines[0].contains(r#"""tier"" has no option ""Platinum"""#)
+            && lines[0].contains("gold, tin, ag"),
+        "{rejects}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{},", good + 3))
+            && lines[1].contains(r#"""vip"" is a bool"#),
+        "{rejects}"
+    );
+    for (n, tier, perks, vip) in expected {
+        let (_, _, r) = post(
+            &server.url("/crm/v3/objects/contacts/search"),
+            &token,
+            &json!({"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": format!("c{n}@example.com")}]}], "properties": ["tier", "perks", "vip"]}),
+        )
+        .await;
+        let p = &r["results"][0]["properties"];
+        assert_eq!(
+            (p["tier"].as_str(), p["perks"].as_str(), p["vip"].as_str()),
+            (Some(tier), Some(perks.as_str()), Some(vip)),
+            "row c{n}: {r}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_killed_import_resumes_without_duplicates() {
     let db = Db::new();
