@@ -308,6 +308,17 @@ pub fn default_properties(ty: ObjectType) -> &'static [&'static str] {
     }
 }
 
+/// Properties every read returns, asked for or not: HubSpot calls them basic system fields that
+/// cannot be left out (hubspot-api-python#357, a maintainer's answer; its example responses
+/// show them beside the properties asked for).
+pub fn system_properties(ty: ObjectType) -> &'static [&'static str] {
+    match ty {
+        ObjectType::Contact => &["createdate", "hs_object_id", "lastmodifieddate"],
+        ObjectType::Company => &["createdate", "hs_lastmodifieddate", "hs_object_id"],
+        ObjectType::Call => &["hs_createdate", "hs_lastmodifieddate", "hs_object_id"],
+    }
+}
+
 /// Why a property could not be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PropertyError {
@@ -525,7 +536,8 @@ pub fn property_value(record: &Record, name: &str) -> Option<String> {
 
 /// The `properties` object of a record on the wire.
 ///
-/// With `requested`, exactly those names (a missing value is `null`, as HubSpot does). Without,
+/// With `requested`, those names (a defined property without a value is `null`, as HubSpot
+/// does; the caller leaves out names no property has) and the type's system fields. Without,
 /// the type's defaults plus, when `all_stored`, every stored property (create and update
 /// responses echo what was written).
 pub fn wire_properties(
@@ -535,7 +547,11 @@ pub fn wire_properties(
 ) -> Map<String, Value> {
     let mut out = Map::new();
     let names: Vec<String> = match requested {
-        Some(r) => r.to_vec(),
+        Some(r) => system_properties(record.object_type)
+            .iter()
+            .map(|s| s.to_string())
+            .chain(r.iter().cloned())
+            .collect(),
         None => {
             let mut n: Vec<String> = default_properties(record.object_type)
                 .iter()

@@ -82,6 +82,49 @@ async fn paging_properties_and_default_properties() {
     .await;
     assert_eq!(a["results"][0]["properties"], b["results"][0]["properties"]);
     assert_eq!(a["results"][0]["properties"]["city"], "Paris");
+    // Asked-for properties come with the system fields; a defined property without a value is
+    // null, and a name no property has is left out (HubSpot's behaviour).
+    let id = &made[1];
+    for path in [
+        format!("/crm/v3/objects/contacts/{id}?properties=firstname,jobtitle,no_such_thing"),
+        "/crm/v3/objects/contacts?limit=2&properties=firstname,jobtitle,no_such_thing".to_string(),
+    ] {
+        let (_, r) = get(&server.url(&path), &token).await;
+        let record = if r["results"].is_array() {
+            &r["results"][1]
+        } else {
+            &r
+        };
+        let p = record["properties"].as_object().unwrap();
+        let keys: Vec<&str> = p.keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "createdate",
+                "firstname",
+                "hs_object_id",
+                "jobtitle",
+                "lastmodifieddate"
+            ],
+            "{path}: {r}"
+        );
+        assert_eq!(p["hs_object_id"], record["id"], "{path}");
+        assert_eq!(p["createdate"], record["createdAt"], "{path}");
+        assert!(p["jobtitle"].is_null(), "{path}");
+    }
+    let (_, found) = search(
+        &server,
+        &token,
+        "contacts",
+        json!({"filterGroups": [{"filters": [{"propertyName": "hs_object_id", "operator": "EQ", "value": id}]}], "properties": ["city"]}),
+    )
+    .await;
+    let p = &found["results"][0]["properties"];
+    assert_eq!(
+        (p["city"].as_str(), p["hs_object_id"].as_str()),
+        (Some("Paris"), Some(id.as_str())),
+        "{found}"
+    );
     // Limits and bad parameters are 400s that name the parameter.
     for bad in [
         "limit=0",

@@ -166,9 +166,23 @@ pub async fn to_wire(
             Some(out)
         }
     };
+    // A name no property has is left out rather than shown as null, as HubSpot does.
+    let requested = match &view.properties {
+        None => None,
+        Some(names) => {
+            let catalog = state.catalog(portal_id, record.object_type).await?;
+            Some(
+                names
+                    .iter()
+                    .filter(|n| catalog.get(n).is_some() || record.properties.contains_key(*n))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            )
+        }
+    };
     Ok(SimplePublicObject {
         id: record.id.to_string(),
-        properties: crm::wire_properties(record, view.properties.as_deref(), view.all_stored),
+        properties: crm::wire_properties(record, requested.as_deref(), view.all_stored),
         properties_with_history: history,
         created_at: clock::iso(record.created_at),
         updated_at: clock::iso(record.updated_at),
