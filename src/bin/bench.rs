@@ -632,6 +632,21 @@ fn main() {
     let a = args();
     let exe = std::env::current_exe().unwrap();
     let bin = exe.with_file_name("switchboard");
+    // `cargo run --bin bench` builds this binary only: build the server beside it, so that the
+    // bench never measures a missing or stale server (a no-op when it is up to date).
+    if let Some(cargo) = std::env::var_os("CARGO") {
+        let release = exe
+            .parent()
+            .and_then(|d| d.file_name())
+            .is_some_and(|d| d == "release");
+        let mut build = Command::new(cargo);
+        build.args(["build", "--bin", "switchboard"]);
+        if release {
+            build.arg("--release");
+        }
+        let status = build.status().expect("run cargo build");
+        assert!(status.success(), "cargo build --bin switchboard failed");
+    }
     assert!(
         bin.exists(),
         "build the server first: cargo build --release (looked for {})",
