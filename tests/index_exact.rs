@@ -12,20 +12,6 @@ use common::*;
 use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumberFormat, PhoneNumberType, Region};
 use serde_json::{Value, json};
 
-/// xorshift64*: a tiny deterministic generator, so a failing seed can be replayed.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-}
-
 /// (E.164, typed forms paired with the `country` they need or "").
 fn pool() -> Vec<(String, Vec<(String, String)>)> {
     let mut out = Vec::new();

@@ -8,19 +8,11 @@
 
 use std::collections::BTreeMap;
 
+mod common;
+
+use common::Rng;
 use rusqlite::{Connection, params};
 use switchboard::store::pcache;
-
-/// xorshift64*: deterministic, so a failure replays.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-}
 
 fn open(path: &std::path::Path) -> Connection {
     let conn = Connection::open(path).unwrap();

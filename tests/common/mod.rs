@@ -316,3 +316,19 @@ pub fn error_fields(body: &Value, category: &str) -> Vec<String> {
         .filter_map(|e| e["in"].as_str().map(str::to_string))
         .collect()
 }
+
+/// xorshift64*: a tiny deterministic generator, so a failing seed can be replayed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+}
