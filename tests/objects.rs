@@ -112,6 +112,29 @@ async fn paging_properties_and_default_properties() {
         assert_eq!(p["createdate"], record["createdAt"], "{path}");
         assert!(p["jobtitle"].is_null(), "{path}");
     }
+    // Asked only for history, the properties are those, with the system fields.
+    let (_, h) = get(
+        &server.url(&format!(
+            "/crm/v3/objects/contacts/{id}?propertiesWithHistory=city"
+        )),
+        &token,
+    )
+    .await;
+    let keys: Vec<&str> = h["properties"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["city", "createdate", "hs_object_id", "lastmodifieddate"],
+        "{h}"
+    );
+    assert_eq!(
+        h["propertiesWithHistory"]["city"][0]["value"], "Paris",
+        "{h}"
+    );
     let (_, found) = search(
         &server,
         &token,

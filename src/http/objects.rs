@@ -166,8 +166,14 @@ pub async fn to_wire(
             Some(out)
         }
     };
-    // A name no property has is left out rather than shown as null, as HubSpot does.
-    let requested = match &view.properties {
+    // A name no property has is left out rather than shown as null, as HubSpot does. Asked
+    // only for history, HubSpot shows those properties' values instead of the defaults (a
+    // `propertiesWithHistory=is_verified` response in hubspot-api-nodejs#154).
+    let asked = match (&view.properties, &view.history) {
+        (None, Some(history)) if !view.all_stored => Some(history),
+        (properties, _) => properties.as_ref(),
+    };
+    let requested = match asked {
         None => None,
         Some(names) => {
             let catalog = state.catalog(portal_id, record.object_type).await?;
