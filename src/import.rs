@@ -573,13 +573,13 @@ fn import_value(def: &PropertyDef, value: &str) -> String {
             .map(str::trim)
             .filter(|part| !part.is_empty())
             .map(|part| {
-                let by = |f: &dyn Fn(&crm::PropertyOption) -> bool| {
-                    def.options.iter().find(|o| f(o)).map(|o| o.value.as_str())
-                };
-                by(&|o| o.value == part)
-                    .or_else(|| by(&|o| o.label.eq_ignore_ascii_case(part)))
-                    .or_else(|| by(&|o| o.value.eq_ignore_ascii_case(part)))
-                    .unwrap_or(part)
+                let options = &def.options;
+                options
+                    .iter()
+                    .find(|o| o.value == part)
+                    .or_else(|| options.iter().find(|o| o.label.eq_ignore_ascii_case(part)))
+                    .or_else(|| options.iter().find(|o| o.value.eq_ignore_ascii_case(part)))
+                    .map_or(part, |o| o.value.as_str())
             })
             .collect::<Vec<_>>()
             .join(";"),

@@ -217,7 +217,9 @@ async fn batch_read(
         history: string_list(&body, "propertiesWithHistory").filter(|p| !p.is_empty()),
         associations: None,
         all_stored: false,
-    };
+    }
+    .settle(&state, auth.portal_id, ty)
+    .await?;
     let (mut results, mut errors) = (Vec::new(), Vec::new());
     for (i, input) in inputs(&body)?.iter().enumerate() {
         let Some(id) = input_id(input) else {

@@ -107,6 +107,26 @@ impl View {
         }
     }
 
+    /// The properties a read shows, settled once per request against the type's catalog. A
+    /// name no property has is left out rather than shown as null, as HubSpot does; asked only
+    /// for history, HubSpot shows those properties' values instead of the defaults (a
+    /// `propertiesWithHistory=is_verified` response in hubspot-api-nodejs#154).
+    pub async fn settle(
+        mut self,
+        state: &AppState,
+        portal_id: i64,
+        ty: ObjectType,
+    ) -> Result<Self, ApiError> {
+        if self.properties.is_none() && !self.all_stored {
+            self.properties = self.history.clone();
+        }
+        if let Some(names) = &mut self.properties {
+            let catalog = state.catalog(portal_id, ty).await?;
+            names.retain(|n| catalog.get(n).is_some());
+        }
+        Ok(self)
+    }
+
     pub fn written() -> Self {
         View {
             all_stored: true,
@@ -166,29 +186,9 @@ pub async fn to_wire(
             Some(out)
         }
     };
-    // A name no property has is left out rather than shown as null, as HubSpot does. Asked
-    // only for history, HubSpot shows those properties' values instead of the defaults (a
-    // `propertiesWithHistory=is_verified` response in hubspot-api-nodejs#154).
-    let asked = match (&view.properties, &view.history) {
-        (None, Some(history)) if !view.all_stored => Some(history),
-        (properties, _) => properties.as_ref(),
-    };
-    let requested = match asked {
-        None => None,
-        Some(names) => {
-            let catalog = state.catalog(portal_id, record.object_type).await?;
-            Some(
-                names
-                    .iter()
-                    .filter(|n| catalog.get(n).is_some() || record.properties.contains_key(*n))
-                    .cloned()
-                    .collect::<Vec<_>>(),
-            )
-        }
-    };
     Ok(SimplePublicObject {
         id: record.id.to_string(),
-        properties: crm::wire_properties(record, requested.as_deref(), view.all_stored),
+        properties: crm::wire_properties(record, view.properties.as_deref(), view.all_stored),
         properties_with_history: history,
         created_at: clock::iso(record.created_at),
         updated_at: clock::iso(record.updated_at),
@@ -233,7 +233,9 @@ async fn list_objects(
         })?,
     };
     let archived = query.bool("archived")?;
-    let view = View::from_query(&query);
+    let view = View::from_query(&query)
+        .settle(&state, auth.portal_id, ty)
+        .await?;
     let mut rows = state
         .store
         .list_records(auth.portal_id, ty, after, limit + 1, archived)
@@ -488,9 +490,10 @@ async fn get_object(
     let ty = object_type(&ty)?;
     auth.require(read_scopes(ty))?;
     let record = find_record(&state, auth.portal_id, ty, &id, &query).await?;
-    Ok(Json(
-        to_wire(&state, auth.portal_id, &record, &View::from_query(&query)).await?,
-    ))
+    let view = View::from_query(&query)
+        .settle(&state, auth.portal_id, ty)
+        .await?;
+    Ok(Json(to_wire(&state, auth.portal_id, &record, &view).await?))
 }
 
 /// Update a record's properties.

@@ -72,7 +72,9 @@ async fn search_objects(
     let view = View {
         properties: req.properties.clone().filter(|p| !p.is_empty()),
         ..View::default()
-    };
+    }
+    .settle(&state, auth.portal_id, ty)
+    .await?;
     let mut results = Vec::new();
     for r in hits.iter().skip(req.after).take(req.limit) {
         results.push(to_wire(&state, auth.portal_id, r, &view).await?);
