@@ -6,7 +6,6 @@ use std::time::Instant;
 
 use crate::callerid::{CallerIdIndex, Card, CardStore, PHONE_PROPERTIES};
 use crate::crm::{Catalog, PropertyDef};
-use crate::store::group_commit::CallLogger;
 use crate::store::{DynStore, ObjectType, PhoneRow, Portal, StoreResult, TokenInfo, User};
 
 /// Settings that are not per portal.
@@ -32,7 +31,6 @@ pub struct AppState {
     pub index: CallerIdIndex,
     /// What caller ID shows of each record; see `callerid/cards.rs` for how it stays exact.
     pub cards: Arc<CardStore>,
-    pub calls: CallLogger,
     pub config: Config,
     /// Serialises record writes that touch phone numbers, so the index applies diffs in the
     /// order the store committed them. Call logging does not take it.
@@ -95,14 +93,12 @@ impl AppState {
                 index.set_suffix(p.id, p.suffix_digits, &rows);
             }
         }
-        let (calls, _task) = CallLogger::start(store.clone());
         let cards = Arc::new(CardStore::default());
         tokio::spawn(warm_cards(store.clone(), cards.clone()));
         Ok(AppState {
             store,
             index,
             cards,
-            calls,
             config,
             write_gate: tokio::sync::Mutex::new(()),
             portals: RwLock::new(portals),

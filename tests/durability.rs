@@ -5,8 +5,10 @@ mod common;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use common::*;
+use serde_json::Value;
 use tokio::sync::Mutex;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,6 +155,78 @@ async fn the_wal_stays_bounded_under_sustained_logging() {
     assert!(total("callBatches") < total("loggedCalls"), "{info}");
     assert!(total("callBatchWalPages") >= total("callBatches"), "{info}");
     assert!(total("callBatchCommitMicros") > 0, "{info}");
+    // Each sync made many calls durable at once.
+    assert!(total("callBatchSyncs") < total("callBatches"), "{info}");
+    server.stop();
+}
+
+/// A 200 for a logged call comes after a WAL sync that began after the call's commit: the
+/// writer commits without syncing and a syncer thread syncs beside it, and this is what keeps a
+/// 200 as durable as a synced commit. The server's test-only sync delay widens the moment
+/// between commit and sync to 300 ms, so an answer sent inside it would arrive early.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_answer_waits_for_a_sync_after_its_commit() {
+    const DELAY: Duration = Duration::from_millis(300);
+    let db = Db::new();
+    db.portal(702, "US");
+    let token = db.token(702, WRITE_SCOPES);
+    let server = Server::start_env(&db, &[], &[("SWITCHBOARD_SYNC_DELAY_MS", "300")]);
+    let info = || async { get(&server.url("/switchboard/v1/info"), &token).await.1 };
+    let total = |info: &Value, k: &str| info[k].as_u64().unwrap_or_else(|| panic!("{k}: {info}"));
+    let before = info().await;
+
+    // One caller, call after call: each answer waited for its own sync.
+    for i in 0..3 {
+        let started = Instant::now();
+        let (status, _, body) = post(
+            &server.url(INBOUND),
+            &token,
+            &inbound(&format!("sync-{i}"), "+12015550123", true),
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert!(
+            started.elapsed() >= DELAY,
+            "answered {:?} after the post, before its sync",
+            started.elapsed()
+        );
+    }
+
+    // Sixteen at once: all wait for a sync, and share a few.
+    let started = Instant::now();
+    let calls: Vec<_> = (0..16)
+        .map(|i| {
+            let (url, token) = (server.url(INBOUND), token.clone());
+            tokio::spawn(async move {
+                post(
+                    &url,
+                    &token,
+                    &inbound(&format!("burst-{i}"), "+12015550123", true),
+                )
+                .await
+            })
+        })
+        .collect();
+    for call in calls {
+        let (status, _, body) = call.await.unwrap();
+        assert_eq!(status, 200, "{body}");
+    }
+    assert!(started.elapsed() >= DELAY);
+    let after = info().await;
+    let syncs = total(&after, "callBatchSyncs") - total(&before, "callBatchSyncs");
+    assert_eq!(
+        total(&after, "loggedCalls") - total(&before, "loggedCalls"),
+        19,
+        "{after}"
+    );
+    assert!(
+        (4..19).contains(&syncs),
+        "19 calls made durable by {syncs} syncs: {after}"
+    );
+    assert!(
+        total(&after, "callBatchSyncMicros") >= 4 * 300_000,
+        "{after}"
+    );
     server.stop();
 }
 

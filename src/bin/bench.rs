@@ -970,6 +970,8 @@ struct BatchFigures {
     statement_us: f64,
     commit_us: f64,
     wal_pages: f64,
+    syncs: f64,
+    sync_us: f64,
 }
 
 impl BatchFigures {
@@ -981,13 +983,15 @@ impl BatchFigures {
             statement_us: d("callBatchStatementMicros"),
             commit_us: d("callBatchCommitMicros"),
             wal_pages: d("callBatchWalPages"),
+            syncs: d("callBatchSyncs"),
+            sync_us: d("callBatchSyncMicros"),
         }
     }
 
     fn describe(&self) -> String {
         let n = self.batches.max(1.0);
         format!(
-            "\nGroup commit while calls were logged (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (WAL writes and sync), {:.1} WAL pages ({:.1} per call).\n",
+            "\nGroup commit while calls were logged (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (writing the WAL), {:.1} WAL pages ({:.1} per call). The syncer thread made them durable in {:.0} WAL syncs of {:.0} µs each on average, {:.1} calls per sync.\n",
             self.calls,
             self.batches,
             self.calls / n,
@@ -996,6 +1000,9 @@ impl BatchFigures {
             self.commit_us / n,
             self.wal_pages / n,
             self.wal_pages / self.calls.max(1.0),
+            self.syncs,
+            self.sync_us / self.syncs.max(1.0),
+            self.calls / self.syncs.max(1.0),
         )
     }
 }

@@ -72,6 +72,9 @@ pub struct Info {
     pub call_batch_statement_micros: u64,
     pub call_batch_commit_micros: u64,
     pub call_batch_wal_pages: u64,
+    /// WAL syncs that made the logged calls (and import batches) durable, and their time.
+    pub call_batch_syncs: u64,
+    pub call_batch_sync_micros: u64,
 }
 
 #[utoipa::path(get, path = "/switchboard/v1/info", tag = "Switchboard", responses((status = 200, body = Info)))]
@@ -96,6 +99,8 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         call_batch_statement_micros: batches.statement_micros,
         call_batch_commit_micros: batches.commit_micros,
         call_batch_wal_pages: batches.wal_pages,
+        call_batch_syncs: batches.syncs,
+        call_batch_sync_micros: batches.sync_micros,
     })
 }
 

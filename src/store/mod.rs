@@ -285,10 +285,14 @@ pub struct CallBatchStats {
     pub calls: u64,
     /// Time from the transaction's start to its commit: the batch's statements.
     pub statement_micros: u64,
-    /// Time in the commit: writing the batch's pages to the WAL and syncing it.
+    /// Time in the commit: writing the batch's pages to the WAL.
     pub commit_micros: u64,
     /// Pages the commits appended to the WAL.
     pub wal_pages: u64,
+    /// WAL syncs that made the batches durable (one covers every batch committed before it
+    /// began), and the time they took.
+    pub syncs: u64,
+    pub sync_micros: u64,
 }
 
 /// A number a portal never matches (its own main line, a carrier's test number).
@@ -429,8 +433,9 @@ pub trait Store: Send + Sync + 'static {
     /// ranking rule 4; records without one are left out.
     async fn latest_calls(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>>;
 
-    /// Logs inbound calls in one transaction (the group commit), idempotent on
-    /// (portal, external call id). The transaction is durable before this returns.
+    /// Logs inbound calls, idempotent on (portal, external call id), and returns once they are
+    /// durable. Concurrent callers' batches share transactions and syncs (the group commit,
+    /// `group_commit.rs`), so a request logs its one call without batching it itself.
     async fn log_calls(&self, batch: Vec<CallLog>) -> StoreResult<Vec<CallLogged>>;
 
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()>;

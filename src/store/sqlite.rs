@@ -1,8 +1,9 @@
 //! The embedded store: one SQLite file in WAL mode.
 //!
-//! `synchronous=FULL` makes every commit durable before it returns, which is what lets a 200
-//! from inbound-call mean "on disk". Throughput comes from group commit (`group_commit.rs`),
-//! not from relaxing this.
+//! `synchronous=FULL` makes every commit durable before it returns. The call and import writer
+//! (`sqlite_direct.rs`) commits without the sync and answers only after a sync of the WAL that
+//! began after its commit (`group_commit.rs`), so a 200 from inbound-call means "on disk" there
+//! too. Throughput comes from group commit, not from relaxing this.
 //!
 //! This file is the sqlx pool, which serves everything but the hot paths; those (caller-ID
 //! reads, call and import batches, the start-up index load) are in `sqlite_direct.rs`.

@@ -8,12 +8,16 @@
 //! - a read runs on the calling thread, on a connection of that thread's own: a primary-key
 //!   read of a page in memory takes microseconds, less than the hop it replaces;
 //! - writes that must be fast (call batches, import batches) go to one writer thread that owns
-//!   its connection and runs the whole transaction there: one hop per batch;
+//!   its connection and runs the whole transaction there: one hop per batch. Call batches
+//!   queued behind one another share a transaction, and a syncer thread syncs the WAL beside
+//!   the writer (`group_commit.rs`);
 //! - a checkpointer thread copies the WAL back into the database file beside the writer, so a
 //!   checkpoint is not part of any caller's wait (see [`CHECKPOINT_PAGES`]).
 //!
-//! Both connections use the same file, WAL and `synchronous=FULL` as the sqlx pool, and every
-//! write transaction here starts with `BEGIN IMMEDIATE`, so it never fails half-way on a lock.
+//! Every connection uses the same file and WAL as the sqlx pool, with `synchronous=FULL` except
+//! the writer's (`NORMAL`: nothing it commits is acknowledged before the syncer's sync), and
+//! every write transaction here starts with `BEGIN IMMEDIATE`, so it never fails half-way on a
+//! lock.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -27,6 +31,7 @@ use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::group_commit::{SyncCounters, Syncer};
 use super::sqlite::{
     PENDING_IMPORT, PENDING_INTEGRATION, history_changes, history_source, pending_source,
     props_json, record_columns,
@@ -308,7 +313,7 @@ pub struct ImportJob {
 }
 
 enum Job {
-    LogCalls(Vec<CallLog>, oneshot::Sender<StoreResult<Vec<CallLogged>>>),
+    LogCalls(Vec<CallLog>, CallsReply),
     Import(ImportJob, oneshot::Sender<StoreResult<Vec<i64>>>),
 }
 
@@ -327,11 +332,19 @@ struct BatchCounters {
     statement_micros: AtomicU64,
     commit_micros: AtomicU64,
     wal_pages: AtomicU64,
+    sync: Arc<SyncCounters>,
 }
 
 impl BatchCounters {
     fn add(&self, calls: usize, started: Instant, committing: Instant, pages: u64) {
         let done = Instant::now();
+        if done - started > super::group_commit::SLOW {
+            tracing::warn!(
+                calls,
+                ms = (done - started).as_millis() as u64,
+                "slow call batch: each of its callers waited this long before its sync"
+            );
+        }
         self.batches.fetch_add(1, Relaxed);
         self.calls.fetch_add(calls as u64, Relaxed);
         self.statement_micros
@@ -359,24 +372,60 @@ impl Writer {
                 }
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpointer: {e}")))?;
-        let (tx, rx) = mpsc::channel::<Job>();
+        // Commits leave the sync to the syncer thread (`group_commit.rs`); checkpoints still
+        // sync the WAL before copying it and the database file after.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
         let stats = Arc::new(BatchCounters::default());
+        // The WAL exists once a connection has read the database in WAL mode.
+        conn.query_row("SELECT count(*) FROM sqlite_schema", [], |r| {
+            r.get::<_, i64>(0)
+        })?;
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(format!("{path}-wal"))
+            .map_err(|e| StoreError::Corrupt(format!("cannot open the WAL: {e}")))?;
+        let syncer = Syncer::start(wal, stats.sync.clone())?;
+        let (tx, rx) = mpsc::channel::<Job>();
         let counters = stats.clone();
         let thread = std::thread::Builder::new()
             .name("sqlite-writer".into())
             .spawn(move || {
                 let mut woken_at = 0;
-                for job in rx {
+                let mut next: Option<Job> = None;
+                while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
                     if WAL_PAGES.get() >= CHECKPOINT_LIMIT_PAGES {
                         checkpoint(&conn);
                     }
                     match job {
                         Job::LogCalls(calls, reply) => {
-                            let _ = reply.send(log_calls(&mut conn, &calls, &counters));
+                            let mut jobs = vec![(calls, reply)];
+                            let mut count = jobs[0].0.len();
+                            // Every batch queued behind the last one joins this transaction.
+                            while count < MAX_MERGED_CALLS {
+                                match rx.try_recv() {
+                                    Ok(Job::LogCalls(calls, reply)) => {
+                                        count += calls.len();
+                                        jobs.push((calls, reply));
+                                    }
+                                    Ok(other) => {
+                                        next = Some(other);
+                                        break;
+                                    }
+                                    Err(_) => break,
+                                }
+                            }
+                            log_merged(&mut conn, jobs, &counters, &syncer);
                         }
-                        Job::Import(job, reply) => {
-                            let _ = reply.send(import_batch(&mut conn, &job));
-                        }
+                        Job::Import(job, reply) => match import_batch(&mut conn, &job) {
+                            Ok(ids) => syncer.after_sync(Box::new(move |synced| {
+                                let _ =
+                                    reply.send(synced.map(|()| ids).map_err(StoreError::Corrupt));
+                            })),
+                            Err(e) => {
+                                let _ = reply.send(Err(e));
+                            }
+                        },
                     }
                     // Wake the checkpointer for every CHECKPOINT_PAGES new pages, not after every
                     // commit: each checkpoint ends with a sync of the database file.
@@ -390,6 +439,7 @@ impl Writer {
                 }
                 drop(wake);
                 let _ = checkpointer.join();
+                syncer.close();
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
         Ok(Writer {
@@ -407,6 +457,8 @@ impl Writer {
             statement_micros: s.statement_micros.load(Relaxed),
             commit_micros: s.commit_micros.load(Relaxed),
             wal_pages: s.wal_pages.load(Relaxed),
+            syncs: s.sync.syncs.load(Relaxed),
+            sync_micros: s.sync.micros.load(Relaxed),
         }
     }
 
@@ -442,6 +494,50 @@ impl Writer {
         }
     }
 }
+
+/// The most calls one transaction carries when the writer merges queued batches; bounds the
+/// latency a batch adds.
+const MAX_MERGED_CALLS: usize = 256;
+
+/// Logs the merged batches in one transaction and hands their answers to the syncer: nobody
+/// is answered before a sync that began after the commit. When the transaction fails, nothing
+/// of it was written, and each batch is tried again on its own, so that one request's failure
+/// is not every merged request's.
+fn log_merged(
+    conn: &mut Connection,
+    jobs: Vec<(Vec<CallLog>, CallsReply)>,
+    stats: &BatchCounters,
+    syncer: &Syncer,
+) {
+    let sizes: Vec<usize> = jobs.iter().map(|(calls, _)| calls.len()).collect();
+    let (batches, mut replies): (Vec<Vec<CallLog>>, Vec<CallsReply>) = jobs.into_iter().unzip();
+    let calls: Vec<CallLog> = batches.into_iter().flatten().collect();
+    match log_calls(conn, &calls, stats) {
+        Ok(logged) => syncer.after_sync(Box::new(move |synced| {
+            let mut logged = logged.into_iter();
+            for (reply, n) in replies.into_iter().zip(sizes) {
+                let part: Vec<CallLogged> = logged.by_ref().take(n).collect();
+                let _ = reply.send(match &synced {
+                    Ok(()) => Ok(part),
+                    Err(e) => Err(StoreError::Corrupt(e.clone())),
+                });
+            }
+        })),
+        Err(e) if replies.len() == 1 => {
+            let _ = replies.pop().map(|reply| reply.send(Err(e)));
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, batches = replies.len(), "merged call batches failed; trying each on its own");
+            let mut calls = calls.into_iter();
+            for (reply, n) in replies.into_iter().zip(sizes) {
+                let part: Vec<CallLog> = calls.by_ref().take(n).collect();
+                log_merged(conn, vec![(part, reply)], stats, syncer);
+            }
+        }
+    }
+}
+
+type CallsReply = oneshot::Sender<StoreResult<Vec<CallLogged>>>;
 
 /// Logs a batch of calls in one transaction: a new externalCallId makes a call, a known one
 /// updates its call (a repost), in batch order.

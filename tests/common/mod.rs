@@ -99,10 +99,16 @@ impl Server {
     }
 
     pub fn start_with(db: &Db, extra: &[&str]) -> Self {
+        Self::start_env(db, extra, &[])
+    }
+
+    /// With extra arguments and environment variables.
+    pub fn start_env(db: &Db, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(BIN)
             .args(["serve", "--listen", "127.0.0.1:0", "--db", &db.url()])
             .args(extra)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
