@@ -137,6 +137,10 @@ fn number(i: u64) -> (String, &'static str, String) {
     }
 }
 
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 fn seed(bin: &Path, db: &Path, contacts: u64) -> (f64, f64) {
     let url = format!("sqlite://{}", db.display());
     let run = |args: &[&str]| {
@@ -157,7 +161,12 @@ fn seed(bin: &Path, db: &Path, contacts: u64) -> (f64, f64) {
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&csv).unwrap());
         writeln!(f, "First Name,Last Name,Email,Phone Number,Country/Region").unwrap();
-        for i in 0..contacts {
+        // The rows go in a scattered order, as an export's numbers and emails are: in contact
+        // order they would follow the indexes' key order, each insert landing at the end of the
+        // last, and the import measured 50-60k rows/s instead of about 40k.
+        let step = (7919..).find(|s| gcd(*s, contacts.max(1)) == 1).unwrap();
+        for row in 0..contacts {
+            let i = row * step % contacts;
             let (typed, country, _) = number(i);
             writeln!(f, "C{i},Bench,c{i}@bench.example,\"{typed}\",{country}").unwrap();
         }
@@ -170,8 +179,6 @@ fn seed(bin: &Path, db: &Path, contacts: u64) -> (f64, f64) {
         "777",
         csv.to_str().unwrap(),
         "--quiet",
-        "--batch-size",
-        "10000",
     ]);
     let secs = t.elapsed().as_secs_f64();
     eprintln!("seeded: {}", out.trim());
