@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, mpsc};
+use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::callerid::normalize::region_code;
@@ -388,12 +388,14 @@ fn pipeline(
         std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 8));
     let (raw_tx, raw_rx) =
         mpsc::sync_channel::<Chunk<Result<csv::StringRecord, String>>>(workers * 2);
-    // Scoped threads borrow it: no reference count needed.
-    let raw_rx = Mutex::new(raw_rx);
+    // Shared by the workers and dropped with the last of them, so that when the import stops
+    // (the writer failed, and the workers' sends failed) the reader's blocked send fails too
+    // instead of waiting forever for a worker, with the whole import waiting for the reader.
+    let raw_rx = Arc::new(Mutex::new(raw_rx));
     let (done_tx, done_rx) = mpsc::sync_channel::<Chunk<Result<Converted, String>>>(workers * 2);
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let raw_rx = &raw_rx;
+            let raw_rx = raw_rx.clone();
             let done_tx = done_tx.clone();
             let plan = &plan;
             scope.spawn(move || {
@@ -421,6 +423,7 @@ fn pipeline(
             });
         }
         drop(done_tx);
+        drop(raw_rx);
         scope.spawn(move || read_chunks(&mut reader, checkpoint, raw_tx));
         // In file order: chunks that arrive early wait here for the ones before them.
         let mut early = BTreeMap::new();

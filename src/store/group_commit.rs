@@ -90,13 +90,6 @@ impl Syncer {
                         }),
                     };
                     let took = started.elapsed();
-                    if took > SLOW {
-                        tracing::warn!(
-                            batches = waiting.len(),
-                            ms = took.as_millis() as u64,
-                            "slow WAL sync: the callers it answers waited this long for it"
-                        );
-                    }
                     stats.syncs.fetch_add(1, Relaxed);
                     stats.micros.fetch_add(took.as_micros() as u64, Relaxed);
                     for done in waiting {

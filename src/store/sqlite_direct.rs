@@ -292,13 +292,55 @@ fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// How far a checkpoint got.
+#[derive(PartialEq)]
+enum Copied {
+    /// The whole WAL is in the database file: the next write transaction restarts it.
+    All,
+    /// Some frames are left, which a reader may still need; a later checkpoint copies them.
+    Part,
+    /// The other thread was checkpointing, so this one did nothing.
+    Busy,
+}
+
 /// Copies the WAL back into the database file. PASSIVE, as SQLite's own automatic checkpoint:
 /// it never waits, and copies what no reader still needs. When the other thread is already
 /// checkpointing, this one returns at once (the pragma reports busy rather than failing).
-fn checkpoint(conn: &Connection) {
-    match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(0)) {
-        Ok(_) => WAL_PAGES.set(0),
-        Err(e) => tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries"),
+fn checkpoint(conn: &Connection) -> Copied {
+    let row = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
+    });
+    match row {
+        Ok((0, log, copied)) if copied >= log => Copied::All,
+        Ok((0, _, _)) => Copied::Part,
+        Ok(_) => Copied::Busy,
+        Err(e) => {
+            tracing::warn!(error = %e, "WAL checkpoint failed; the next one retries");
+            Copied::Part
+        }
+    }
+}
+
+/// The writer's own checkpoint once the WAL passes [`CHECKPOINT_LIMIT_PAGES`]. While the
+/// checkpointer thread is copying, the writer waits for it (up to a second) and checkpoints
+/// again, rather than take the busy answer for done: the writer commits without syncing, so the
+/// checkpointer's copy starts with syncing the WAL and takes long enough that a writer which
+/// went on at once found it busy at every limit, the WAL never restarted, and a 10M-row import
+/// filled the disk with a 60 GB WAL. The count is kept until a checkpoint copies everything.
+fn checkpoint_at_limit(conn: &Connection) {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        match checkpoint(conn) {
+            Copied::All => return WAL_PAGES.set(0),
+            Copied::Busy if Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(1))
+            }
+            Copied::Busy | Copied::Part => return,
+        }
     }
 }
 
@@ -368,7 +410,7 @@ impl Writer {
             .name("sqlite-checkpointer".into())
             .spawn(move || {
                 for () in woken {
-                    checkpoint(&checkpointer);
+                    let _ = checkpoint(&checkpointer);
                 }
             })
             .map_err(|e| StoreError::Corrupt(format!("cannot start the checkpointer: {e}")))?;
@@ -395,7 +437,7 @@ impl Writer {
                 let mut next: Option<Job> = None;
                 while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
                     if WAL_PAGES.get() >= CHECKPOINT_LIMIT_PAGES {
-                        checkpoint(&conn);
+                        checkpoint_at_limit(&conn);
                     }
                     match job {
                         Job::LogCalls(calls, reply) => {
@@ -513,16 +555,27 @@ fn log_merged(
     let (batches, mut replies): (Vec<Vec<CallLog>>, Vec<CallsReply>) = jobs.into_iter().unzip();
     let calls: Vec<CallLog> = batches.into_iter().flatten().collect();
     match log_calls(conn, &calls, stats) {
-        Ok(logged) => syncer.after_sync(Box::new(move |synced| {
-            let mut logged = logged.into_iter();
-            for (reply, n) in replies.into_iter().zip(sizes) {
-                let part: Vec<CallLogged> = logged.by_ref().take(n).collect();
-                let _ = reply.send(match &synced {
-                    Ok(()) => Ok(part),
-                    Err(e) => Err(StoreError::Corrupt(e.clone())),
-                });
-            }
-        })),
+        Ok(logged) => {
+            let committed = Instant::now();
+            syncer.after_sync(Box::new(move |synced| {
+                let waited = committed.elapsed();
+                if waited > super::group_commit::SLOW {
+                    tracing::warn!(
+                        calls = logged.len(),
+                        ms = waited.as_millis() as u64,
+                        "slow WAL sync: these calls waited this long after their commit"
+                    );
+                }
+                let mut logged = logged.into_iter();
+                for (reply, n) in replies.into_iter().zip(sizes) {
+                    let part: Vec<CallLogged> = logged.by_ref().take(n).collect();
+                    let _ = reply.send(match &synced {
+                        Ok(()) => Ok(part),
+                        Err(e) => Err(StoreError::Corrupt(e.clone())),
+                    });
+                }
+            }))
+        }
         Err(e) if replies.len() == 1 => {
             let _ = replies.pop().map(|reply| reply.send(Err(e)));
         }
