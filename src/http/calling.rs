@@ -23,7 +23,7 @@ use crate::clock;
 use crate::crm;
 use crate::state::AppState;
 use crate::store::{
-    AssociateMode, CallAssociation, CallLog, CompanyChoice, ObjectType, Properties, StoreError,
+    AssociateMode, CallAssociation, CallLog, CompanyChoice, ObjectType, Properties,
 };
 
 pub fn router() -> OpenApiRouter<Arc<AppState>> {
@@ -248,12 +248,7 @@ async fn handle(state: &AppState, auth: &Auth, body: Value) -> Result<Response, 
     if req.create_engagement {
         let call =
             build_call_log(state, portal.id, portal.associate, &req, &matches, arrived).await?;
-        let logged = state
-            .store
-            .log_calls(vec![call])
-            .await?
-            .pop()
-            .ok_or_else(|| StoreError::Corrupt("the store logged no call".into()))?;
+        let logged = state.store.log_call(call).await?;
         if let Ok(v) = HeaderValue::from_str(&logged.call_id.to_string()) {
             headers.insert("x-switchboard-call-id", v);
         }

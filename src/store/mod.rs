@@ -433,10 +433,10 @@ pub trait Store: Send + Sync + 'static {
     /// ranking rule 4; records without one are left out.
     async fn latest_calls(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>>;
 
-    /// Logs inbound calls, idempotent on (portal, external call id), and returns once they are
-    /// durable. Concurrent callers' batches share transactions and syncs (the group commit,
-    /// `group_commit.rs`), so a request logs its one call without batching it itself.
-    async fn log_calls(&self, batch: Vec<CallLog>) -> StoreResult<Vec<CallLogged>>;
+    /// Logs an inbound call, idempotent on (portal, external call id), and returns once it is
+    /// durable. Concurrent calls share transactions and syncs (the group commit,
+    /// `group_commit.rs`), so a request hands over its one call without batching it itself.
+    async fn log_call(&self, call: CallLog) -> StoreResult<CallLogged>;
 
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()>;
     async fn unignore_number(&self, portal_id: i64, e164: &str) -> StoreResult<bool>;

@@ -739,8 +739,8 @@ impl Store for SqliteStore {
         sqlite_direct::latest_calls(&self.path, portal_id, ids)
     }
 
-    async fn log_calls(&self, batch: Vec<CallLog>) -> StoreResult<Vec<CallLogged>> {
-        self.writer.log_calls(batch).await
+    async fn log_call(&self, call: CallLog) -> StoreResult<CallLogged> {
+        self.writer.log_call(call).await
     }
 
     fn call_batch_stats(&self) -> CallBatchStats {

@@ -293,7 +293,6 @@ fn note_wal_pages(_: &Wal, pages: c_int) -> rusqlite::Result<()> {
 }
 
 /// How far a checkpoint got.
-#[derive(PartialEq)]
 enum Copied {
     /// The whole WAL is in the database file: the next write transaction restarts it.
     All,
@@ -355,7 +354,7 @@ pub struct ImportJob {
 }
 
 enum Job {
-    LogCalls(Vec<CallLog>, CallsReply),
+    LogCall(CallLog, CallReply),
     Import(ImportJob, oneshot::Sender<StoreResult<Vec<i64>>>),
 }
 
@@ -440,16 +439,12 @@ impl Writer {
                         checkpoint_at_limit(&conn);
                     }
                     match job {
-                        Job::LogCalls(calls, reply) => {
-                            let mut jobs = vec![(calls, reply)];
-                            let mut count = jobs[0].0.len();
-                            // Every batch queued behind the last one joins this transaction.
-                            while count < MAX_MERGED_CALLS {
+                        Job::LogCall(call, reply) => {
+                            let mut calls = vec![(call, reply)];
+                            // Every call queued behind the last transaction joins this one.
+                            while calls.len() < MAX_MERGED_CALLS {
                                 match rx.try_recv() {
-                                    Ok(Job::LogCalls(calls, reply)) => {
-                                        count += calls.len();
-                                        jobs.push((calls, reply));
-                                    }
+                                    Ok(Job::LogCall(call, reply)) => calls.push((call, reply)),
                                     Ok(other) => {
                                         next = Some(other);
                                         break;
@@ -457,7 +452,7 @@ impl Writer {
                                     Err(_) => break,
                                 }
                             }
-                            log_merged(&mut conn, jobs, &counters, &syncer);
+                            log_merged(&mut conn, calls, &counters, &syncer);
                         }
                         Job::Import(job, reply) => match import_batch(&mut conn, &job) {
                             Ok(ids) => syncer.after_sync(Box::new(move |synced| {
@@ -520,8 +515,8 @@ impl Writer {
             .map_err(|_| StoreError::Corrupt("the writer thread stopped".into()))?
     }
 
-    pub async fn log_calls(&self, calls: Vec<CallLog>) -> StoreResult<Vec<CallLogged>> {
-        self.run(|reply| Job::LogCalls(calls, reply)).await
+    pub async fn log_call(&self, call: CallLog) -> StoreResult<CallLogged> {
+        self.run(|reply| Job::LogCall(call, reply)).await
     }
 
     pub async fn import_batch(&self, job: ImportJob) -> StoreResult<Vec<i64>> {
@@ -537,23 +532,21 @@ impl Writer {
     }
 }
 
-/// The most calls one transaction carries when the writer merges queued batches; bounds the
-/// latency a batch adds.
+/// The most calls one transaction carries when the writer merges queued calls; bounds the
+/// latency a transaction adds.
 const MAX_MERGED_CALLS: usize = 256;
 
-/// Logs the merged batches in one transaction and hands their answers to the syncer: nobody
-/// is answered before a sync that began after the commit. When the transaction fails, nothing
-/// of it was written, and each batch is tried again on its own, so that one request's failure
-/// is not every merged request's.
+/// Logs the merged calls in one transaction and hands their answers to the syncer: nobody is
+/// answered before a sync that began after the commit. When the transaction fails, nothing of
+/// it was written, and each call is tried again on its own, so that one request's failure is
+/// not every merged request's.
 fn log_merged(
     conn: &mut Connection,
-    jobs: Vec<(Vec<CallLog>, CallsReply)>,
+    calls: Vec<(CallLog, CallReply)>,
     stats: &BatchCounters,
     syncer: &Syncer,
 ) {
-    let sizes: Vec<usize> = jobs.iter().map(|(calls, _)| calls.len()).collect();
-    let (batches, mut replies): (Vec<Vec<CallLog>>, Vec<CallsReply>) = jobs.into_iter().unzip();
-    let calls: Vec<CallLog> = batches.into_iter().flatten().collect();
+    let (calls, mut replies): (Vec<CallLog>, Vec<CallReply>) = calls.into_iter().unzip();
     match log_calls(conn, &calls, stats) {
         Ok(logged) => {
             let committed = Instant::now();
@@ -566,11 +559,9 @@ fn log_merged(
                         "slow WAL sync: these calls waited this long after their commit"
                     );
                 }
-                let mut logged = logged.into_iter();
-                for (reply, n) in replies.into_iter().zip(sizes) {
-                    let part: Vec<CallLogged> = logged.by_ref().take(n).collect();
+                for (reply, logged) in replies.into_iter().zip(logged) {
                     let _ = reply.send(match &synced {
-                        Ok(()) => Ok(part),
+                        Ok(()) => Ok(logged),
                         Err(e) => Err(StoreError::Corrupt(e.clone())),
                     });
                 }
@@ -580,17 +571,15 @@ fn log_merged(
             let _ = replies.pop().map(|reply| reply.send(Err(e)));
         }
         Err(e) => {
-            tracing::warn!(error = %e, batches = replies.len(), "merged call batches failed; trying each on its own");
-            let mut calls = calls.into_iter();
-            for (reply, n) in replies.into_iter().zip(sizes) {
-                let part: Vec<CallLog> = calls.by_ref().take(n).collect();
-                log_merged(conn, vec![(part, reply)], stats, syncer);
+            tracing::warn!(error = %e, calls = replies.len(), "merged calls failed; trying each on its own");
+            for pair in calls.into_iter().zip(replies) {
+                log_merged(conn, vec![pair], stats, syncer);
             }
         }
     }
 }
 
-type CallsReply = oneshot::Sender<StoreResult<Vec<CallLogged>>>;
+type CallReply = oneshot::Sender<StoreResult<CallLogged>>;
 
 /// Logs a batch of calls in one transaction: a new externalCallId makes a call, a known one
 /// updates its call (a repost), in batch order.
