@@ -87,6 +87,11 @@ enum Command {
         /// No progress bar on stderr.
         #[arg(long)]
         quiet: bool,
+        /// auto, keep or defer: defer leaves the email, domain and phone indexes out of the load
+        /// and builds them after it, much faster for a large file; auto does so when the file is
+        /// large against the database and no server is running on it.
+        #[arg(long, default_value = "auto")]
+        indexes: switchboard::import::IndexMode,
         #[arg(long, env = "SWITCHBOARD_DATABASE_URL", default_value = DEFAULT_DB)]
         db: String,
     },
@@ -209,6 +214,20 @@ async fn run(cli: Cli) -> Result<(), String> {
             match_cap,
         } => {
             let store = open(&db).await?;
+            // No import drops the indexes under a running server; one that was killed with
+            // them dropped is repaired here, before anything reads through them.
+            store.hold_for_serving().await.map_err(|e| e.to_string())?;
+            for (name, took) in store
+                .build_missing_indexes()
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                tracing::warn!(
+                    index = name,
+                    ms = took.as_millis() as u64,
+                    "built an index an unfinished import left out"
+                );
+            }
             let config = Config {
                 match_cap,
                 ..Config::default()
@@ -301,6 +320,7 @@ async fn run(cli: Cli) -> Result<(), String> {
             reject_file,
             batch_size,
             quiet,
+            indexes,
             db,
         } => {
             let object_type = match kind.as_str() {
@@ -321,6 +341,7 @@ async fn run(cli: Cli) -> Result<(), String> {
                 reject_file: reject_file.clone(),
                 batch_size: batch_size.max(1),
                 progress: !quiet,
+                indexes,
             };
             let store = open(&db).await?;
             let report = switchboard::import::run(store.as_ref(), &opts).await;

@@ -256,6 +256,45 @@ async fn option_labels_and_yes_no_import_as_values() {
     }
 }
 
+/// Starts `switchboard import contacts` of `csv` with `extra` arguments and SIGKILLs it once its
+/// checkpoint has passed line `lines`, whatever the machine's speed.
+fn kill_import_after(db: &Db, portal: &str, csv: &std::path::Path, extra: &[&str], lines: i64) {
+    let mut child = Command::new(BIN)
+        .args([
+            "import",
+            "contacts",
+            "--portal",
+            portal,
+            csv.to_str().unwrap(),
+        ])
+        .args(extra)
+        .args(["--quiet", "--db", &db.url()])
+        .spawn()
+        .unwrap();
+    let committed = || {
+        rusqlite::Connection::open(db.path())
+            .and_then(|c| {
+                c.query_row("SELECT MAX(line) FROM imports", [], |r| {
+                    r.get::<_, Option<i64>>(0)
+                })
+            })
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    };
+    let started = std::time::Instant::now();
+    while committed() < lines && started.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let finished_early = child.try_wait().unwrap().is_some();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !finished_early,
+        "the import must still be running when it is killed"
+    );
+}
+
 #[tokio::test]
 async fn a_killed_import_resumes_without_duplicates() {
     let db = Db::new();
@@ -273,44 +312,7 @@ async fn a_killed_import_resumes_without_duplicates() {
             )
         }),
     );
-    let mut child = Command::new(BIN)
-        .args([
-            "import",
-            "contacts",
-            "--portal",
-            "62",
-            csv.to_str().unwrap(),
-            "--batch-size",
-            "500",
-            "--quiet",
-            "--db",
-            &db.url(),
-        ])
-        .spawn()
-        .unwrap();
-    // Kill it once its first batches have committed, whatever the machine's speed.
-    let committed = || {
-        rusqlite::Connection::open(db.path())
-            .and_then(|c| {
-                c.query_row("SELECT MAX(line) FROM imports", [], |r| {
-                    r.get::<_, Option<i64>>(0)
-                })
-            })
-            .ok()
-            .flatten()
-            .unwrap_or(0)
-    };
-    let started = std::time::Instant::now();
-    while committed() < 5_000 && started.elapsed() < Duration::from_secs(60) {
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    let finished_early = child.try_wait().unwrap().is_some();
-    child.kill().unwrap();
-    child.wait().unwrap();
-    assert!(
-        !finished_early,
-        "the import must still be running when it is killed"
-    );
+    kill_import_after(&db, "62", &csv, &["--batch-size", "500"], 5_000);
     let out = import_contacts(&db, "62", &csv, "500");
     assert!(out.contains("resumed after line"), "{out}");
     assert!(out.contains("rejected 0"), "no row was seen twice: {out}");
@@ -610,7 +612,20 @@ fn the_wal_stays_bounded_through_a_long_import() {
             largest
         })
     };
-    let out = import_contacts(&db, "64", &csv, "4000");
+    // Into the indexes row by row: a bulk load that defers them would append, and write far
+    // fewer pages.
+    let out = db.cli(&[
+        "import",
+        "contacts",
+        "--portal",
+        "64",
+        csv.to_str().unwrap(),
+        "--batch-size",
+        "4000",
+        "--indexes",
+        "keep",
+        "--quiet",
+    ]);
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let largest = watcher.join().unwrap();
     assert!(out.contains("imported 120000 rows"), "{out}");
@@ -621,4 +636,196 @@ fn the_wal_stays_bounded_through_a_long_import() {
         mib < 40.0,
         "the WAL grew to {mib:.1} MiB during a 120,000-row import"
     );
+}
+
+/// Every index of the database as SQLite holds it, white space folded: after a bulk load it
+/// must be what the migrations create, compared against a database that only ran them.
+fn indexes(db: &Db) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(db.path()).unwrap();
+    let mut stmt = conn
+        .prepare("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql IS NOT NULL ORDER BY name")
+        .unwrap();
+    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .unwrap()
+        .map(|r| {
+            let (name, sql) = r.unwrap();
+            (name, sql.split_whitespace().collect::<Vec<_>>().join(" "))
+        })
+        .collect()
+}
+
+fn migrated_indexes() -> Vec<(String, String)> {
+    let fresh = Db::new();
+    fresh.portal(1, "US");
+    indexes(&fresh)
+}
+
+/// Half the rows carry a country, half are national numbers of the portal's default region,
+/// so both phone indexes get rows.
+fn bulk_row(i: u32) -> String {
+    let country = if i % 2 == 0 { "United States" } else { "" };
+    format!(
+        "B{i},b{i}@bulk.example,\"(201) {:03}-{:04}\",{country}",
+        300 + i / 10_000,
+        i % 10_000
+    )
+}
+
+/// An import into a database smaller than the file leaves the email and phone indexes out of
+/// the load and builds them after it; the server then reads through them (`INDEXED BY` fails
+/// outright without its index). While a server is running, no import drops them.
+#[tokio::test]
+async fn a_bulk_load_builds_the_indexes_it_deferred() {
+    let db = Db::new();
+    db.portal(65, "US");
+    let rows = 30_000u32;
+    let csv = db.dir.path().join("bulk.csv");
+    write_csv(
+        &csv,
+        "First Name,Email,Phone Number,Country/Region",
+        (0..rows).map(bulk_row).chain([bulk_row(7)]),
+    );
+    let out = import_contacts(&db, "65", &csv, "5000");
+    assert!(
+        out.contains(&format!("imported {rows} rows, rejected 1")),
+        "{out}"
+    );
+    assert!(out.contains("indexes built after the load"), "{out}");
+    assert_eq!(indexes(&db), migrated_indexes());
+
+    let token = db.token(65, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let (s, e) = get(
+        &server.url(
+            "/crm/v3/objects/contacts/b12345@bulk.example?idProperty=email&properties=firstname",
+        ),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (s, &e["properties"]["firstname"]),
+        (200, &json!("B12345")),
+        "{e}"
+    );
+    let (s, _, e) = post(
+        &server.url("/crm/v3/objects/contacts"),
+        &token,
+        &json!({"properties": {"email": "b7@bulk.example"}}),
+    )
+    .await;
+    assert_eq!(s, 409, "{e}");
+    for i in [0, 1, rows - 1] {
+        let number = format!("+1201{:03}{:04}", 300 + i / 10_000, i % 10_000);
+        let (_, _, r) = post(&server.url(INBOUND), &token, &inbound("b", &number, false)).await;
+        assert_eq!(r["callerIdMatches"][0]["firstName"], format!("B{i}"), "{r}");
+        let (s, _, r) = post(
+            &server.url("/switchboard/v1/caller-id/explain"),
+            &token,
+            &json!({ "number": number }),
+        )
+        .await;
+        assert_eq!(s, 200, "{r}");
+        assert_eq!(r["matches"].as_array().map(Vec::len), Some(1), "{r}");
+    }
+
+    let more = db.dir.path().join("more.csv");
+    write_csv(
+        &more,
+        "First Name,Email,Phone Number,Country/Region",
+        (rows..rows + 200).map(bulk_row),
+    );
+    let refused = db.cli_fails(&[
+        "import",
+        "contacts",
+        "--portal",
+        "65",
+        more.to_str().unwrap(),
+        "--indexes",
+        "defer",
+        "--quiet",
+    ]);
+    assert!(refused.contains("a server is running"), "{refused}");
+    // The file is larger than a third of the database only while the server is away.
+    let grown = db.dir.path().join("grown.csv");
+    write_csv(
+        &grown,
+        "First Name,Email,Phone Number,Country/Region",
+        (rows + 200..2 * rows).map(bulk_row),
+    );
+    let out = import_contacts(&db, "65", &grown, "5000");
+    assert!(
+        !out.contains("indexes built"),
+        "a running server keeps its indexes: {out}"
+    );
+    assert_eq!(indexes(&db), migrated_indexes());
+    let number = format!(
+        "+1201{:03}{:04}",
+        300 + (2 * rows - 1) / 10_000,
+        (2 * rows - 1) % 10_000
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, _, r) = post(&server.url(INBOUND), &token, &inbound("g", &number, false)).await;
+        if r["callerIdMatches"][0]["firstName"] == format!("B{}", 2 * rows - 1) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{r}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A bulk load killed while its indexes are dropped leaves them dropped; the next server to
+/// start builds them before it serves, and the resumed import finishes without duplicates.
+#[tokio::test]
+async fn a_server_builds_the_indexes_a_killed_bulk_load_left_out() {
+    let db = Db::new();
+    db.portal(66, "US");
+    let rows = 150_000u32;
+    let csv = db.dir.path().join("killed.csv");
+    write_csv(
+        &csv,
+        "First Name,Email,Phone Number,Country/Region",
+        (0..rows).map(bulk_row),
+    );
+    kill_import_after(
+        &db,
+        "66",
+        &csv,
+        &["--batch-size", "500", "--indexes", "defer"],
+        5_000,
+    );
+    let left: Vec<String> = indexes(&db).into_iter().map(|(n, _)| n).collect();
+    assert!(
+        !left.contains(&"objects_email".to_string()),
+        "killed while deferred: {left:?}"
+    );
+
+    let token = db.token(66, WRITE_SCOPES);
+    let server = Server::start(&db);
+    assert_eq!(indexes(&db), migrated_indexes());
+    let (s, e) = get(
+        &server
+            .url("/crm/v3/objects/contacts/b10@bulk.example?idProperty=email&properties=firstname"),
+        &token,
+    )
+    .await;
+    assert_eq!(
+        (s, &e["properties"]["firstname"]),
+        (200, &json!("B10")),
+        "{e}"
+    );
+    drop(server);
+
+    let out = import_contacts(&db, "66", &csv, "20000");
+    assert!(out.contains("resumed after line"), "{out}");
+    assert!(out.contains("rejected 0"), "{out}");
+    assert_eq!(indexes(&db), migrated_indexes());
+    let server = Server::start(&db);
+    let (_, _, r) = post(
+        &server.url("/crm/v3/objects/contacts/search"),
+        &token,
+        &json!({"limit": 0}),
+    )
+    .await;
+    assert_eq!(r["total"], rows, "every row exactly once: {r}");
 }

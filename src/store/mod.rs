@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+pub mod bulk;
 pub mod group_commit;
 pub mod pcache;
 pub mod sqlite;
@@ -504,6 +505,24 @@ pub trait Store: Send + Sync + 'static {
         object_type: ObjectType,
         property: &str,
     ) -> StoreResult<Vec<String>>;
+
+    /// For a bulk load: unless a server is running on the database, drops the secondary
+    /// indexes that make every imported row a random insert ([`bulk::DEFERRABLE`]) and keeps
+    /// servers from starting until [`Store::build_missing_indexes`]. `false`, with nothing
+    /// dropped, when a server is running.
+    async fn defer_indexes(&self) -> StoreResult<bool> {
+        Ok(false)
+    }
+    /// Builds any deferrable index that is missing (one left out by a bulk load, or by one that
+    /// was killed), and lets servers start again. Returns each built index and its time.
+    async fn build_missing_indexes(&self) -> StoreResult<Vec<(&'static str, std::time::Duration)>> {
+        Ok(Vec::new())
+    }
+    /// Marks the database as served for as long as the store is open, so that no import drops
+    /// its indexes under the server; waits while an import has them dropped.
+    async fn hold_for_serving(&self) -> StoreResult<()> {
+        Ok(())
+    }
 
     /// Running totals of the call logger's transactions (zero where the store keeps none).
     fn call_batch_stats(&self) -> CallBatchStats {

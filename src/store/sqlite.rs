@@ -18,6 +18,7 @@ use sqlx::sqlite::{
 };
 use sqlx::{Row, Sqlite, Transaction};
 
+use super::bulk;
 use super::sqlite_direct::{self, ImportJob, Writer};
 use super::*;
 
@@ -31,6 +32,9 @@ pub struct SqliteStore {
     /// The file, for the direct connections of `sqlite_direct.rs`.
     path: String,
     writer: Writer,
+    /// The lock file (`bulk.rs`) while this store serves (shared) or bulk-loads (exclusive,
+    /// `true`).
+    lock: std::sync::Mutex<Option<(std::fs::File, bool)>>,
 }
 
 impl SqliteStore {
@@ -62,6 +66,7 @@ impl SqliteStore {
             pool,
             path: file.to_string(),
             writer,
+            lock: std::sync::Mutex::new(None),
         })
     }
 }
@@ -1029,6 +1034,46 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(values)
+    }
+
+    async fn defer_indexes(&self) -> StoreResult<bool> {
+        let path = self.path.clone();
+        let lock = tokio::task::spawn_blocking(move || -> StoreResult<_> {
+            let Some(lock) = bulk::try_exclusive(&path)? else {
+                return Ok(None);
+            };
+            bulk::drop_indexes(&rusqlite::Connection::open(&path)?)?;
+            Ok(Some(lock))
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("dropping indexes: {e}")))??;
+        let deferred = lock.is_some();
+        if let Some(lock) = lock {
+            *self.lock.lock().expect("lock file") = Some((lock, true));
+        }
+        Ok(deferred)
+    }
+
+    async fn build_missing_indexes(&self) -> StoreResult<Vec<(&'static str, Duration)>> {
+        let path = self.path.clone();
+        let built = tokio::task::spawn_blocking(move || bulk::build_missing(&path))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("building indexes: {e}")))??;
+        let mut lock = self.lock.lock().expect("lock file");
+        // An exclusive lock (a bulk load) ends here; a server's shared one is kept.
+        if lock.as_ref().is_some_and(|(_, exclusive)| *exclusive) {
+            *lock = None;
+        }
+        Ok(built)
+    }
+
+    async fn hold_for_serving(&self) -> StoreResult<()> {
+        let path = self.path.clone();
+        let lock = tokio::task::spawn_blocking(move || bulk::shared(&path))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("lock file: {e}")))??;
+        *self.lock.lock().expect("lock file") = Some((lock, false));
+        Ok(())
     }
 
     async fn close(&self) {

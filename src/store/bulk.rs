@@ -1,0 +1,123 @@
+//! Bulk loads: the secondary indexes an import may leave out and build afterwards.
+//!
+//! Why: an imported row lands at a random place in the email (or domain) index and in both
+//! phone indexes. Once those indexes outgrow the writer's cache, every row reads and rewrites
+//! about three leaves: 13k rows/s at 10M contacts. Appending the rows to their tables and then
+//! building each index in one sorted pass (SQLite's `CREATE INDEX` sorts, then writes leaves in
+//! order) costs a few microseconds per row, whatever the size.
+//!
+//! The server cannot run without these indexes (`INDEXED BY` in the idProperty reads), so:
+//! - an import drops them only while it holds the database's lock file exclusively, which it
+//!   cannot while a server is running on the file (the server holds it shared);
+//! - a server waits for that lock at start, then builds any index that is missing, so an import
+//!   that was killed half-way never leaves a server without them. The import, resumed, builds
+//!   them too.
+
+use std::fs::{File, TryLockError};
+use std::time::{Duration, Instant};
+
+use rusqlite::Connection;
+
+use super::{StoreError, StoreResult};
+
+/// The indexes a bulk load defers, as the migrations create them (0001 and 0007). The text is
+/// the migrations' own, so the planner's partial-index matching sees the same index again.
+pub const DEFERRABLE: &[(&str, &str)] = &[
+    (
+        "objects_email",
+        "CREATE INDEX objects_email ON objects(portal_id, json_extract(properties, '$.email'))\n    WHERE object_type = '0-1'",
+    ),
+    (
+        "objects_domain",
+        "CREATE INDEX objects_domain ON objects(portal_id, json_extract(properties, '$.domain'))\n    WHERE object_type = '0-2'",
+    ),
+    (
+        "phones_e164",
+        "CREATE INDEX phones_e164 ON phones(portal_id, e164) WHERE e164 IS NOT NULL",
+    ),
+    (
+        "phones_national",
+        "CREATE INDEX phones_national ON phones(portal_id, national_key) WHERE national_key IS NOT NULL",
+    ),
+];
+
+/// The lock file beside the database: shared by a running server, exclusive for an import
+/// whose indexes are dropped.
+pub fn lock_file(db: &str) -> StoreResult<File> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .open(format!("{db}-switchboard.lock"))
+        .map_err(|e| StoreError::Corrupt(format!("cannot open {db}-switchboard.lock: {e}")))
+}
+
+/// Takes the lock exclusively if nobody holds it; `None` when a server does.
+pub fn try_exclusive(db: &str) -> StoreResult<Option<File>> {
+    let file = lock_file(db)?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(TryLockError::WouldBlock) => Ok(None),
+        Err(TryLockError::Error(e)) => Err(StoreError::Corrupt(format!("lock file: {e}"))),
+    }
+}
+
+/// Takes the lock shared, waiting while an import holds it exclusively.
+pub fn shared(db: &str) -> StoreResult<File> {
+    let file = lock_file(db)?;
+    match file.try_lock_shared() {
+        Ok(()) => return Ok(file),
+        Err(TryLockError::WouldBlock) => {
+            tracing::warn!(
+                "an import is loading this database without its indexes; waiting for it to build them"
+            );
+        }
+        Err(TryLockError::Error(e)) => {
+            return Err(StoreError::Corrupt(format!("lock file: {e}")));
+        }
+    }
+    file.lock_shared()
+        .map_err(|e| StoreError::Corrupt(format!("lock file: {e}")))?;
+    Ok(file)
+}
+
+/// Drops the deferrable indexes in one transaction.
+pub fn drop_indexes(conn: &Connection) -> StoreResult<()> {
+    let mut sql = String::from("BEGIN IMMEDIATE;");
+    for (name, _) in DEFERRABLE {
+        sql.push_str(&format!("DROP INDEX IF EXISTS {name};"));
+    }
+    sql.push_str("COMMIT;");
+    conn.execute_batch(&sql)?;
+    Ok(())
+}
+
+/// The page cache of the connection that builds indexes, in KiB: the sorter keeps this much of
+/// its runs in memory before it spills to temporary files.
+const BUILD_CACHE_KIB: i64 = -262_144;
+
+/// Builds every deferrable index that is missing, each in its own transaction; returns their
+/// names and how long each took.
+pub fn build_missing(db: &str) -> StoreResult<Vec<(&'static str, Duration)>> {
+    let conn = Connection::open(db)?;
+    conn.busy_timeout(Duration::from_secs(60))?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", BUILD_CACHE_KIB)?;
+    // The sorter merges its runs on a helper thread.
+    conn.pragma_update(None, "threads", 2)?;
+    let mut built = Vec::new();
+    for (name, create) in DEFERRABLE {
+        let exists: bool = conn.query_row(
+            "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'index' AND name = ?1",
+            [name],
+            |r| r.get(0),
+        )?;
+        if !exists {
+            let t = Instant::now();
+            conn.execute_batch(create)?;
+            built.push((*name, t.elapsed()));
+        }
+    }
+    Ok(built)
+}
