@@ -318,7 +318,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
     let batch_size = opts.batch_size;
     let object_type = opts.object_type;
-    let workers = conversion_workers(report.deferred_indexes);
+    let workers = conversion_workers();
     let producer = tokio::task::spawn_blocking(move || {
         pipeline(reader, checkpoint, plan, keys, batch_size, workers, tx)
     });
@@ -454,13 +454,11 @@ async fn settle_indexes(
     Ok(deferred)
 }
 
-/// Conversion threads. While the writer maintains the random indexes it is the slower half and
-/// keeps a core to itself: with two workers on two cores it was preempted, and 1M rows took
-/// 10.3-10.6 s instead of 8.5-9.4 s. Without them it appends, and conversion is the slower half.
-fn conversion_workers(deferred: bool) -> usize {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let spare = if deferred { cores } else { cores - 1 };
-    spare.clamp(1, 8)
+/// Conversion threads. The writer keeps a core to itself: with two workers on two cores it was
+/// preempted while it maintained the indexes (1M rows in 10.3-10.6 s instead of 8.5-9.4 s), and
+/// with the indexes deferred a second worker measured no faster (9.3-9.9 s against 10.0-11.7 s).
+fn conversion_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).clamp(1, 8))
 }
 
 /// Rows a worker converts at a time: large enough that channel hand-offs cost nothing per
