@@ -663,7 +663,11 @@ fn migrated_indexes() -> Vec<(String, String)> {
 /// Half the rows carry a country, half are national numbers of the portal's default region,
 /// so both phone indexes get rows.
 fn bulk_row(i: u32) -> String {
-    let country = if i % 2 == 0 { "United States" } else { "" };
+    let country = if i.is_multiple_of(2) {
+        "United States"
+    } else {
+        ""
+    };
     format!(
         "B{i},b{i}@bulk.example,\"(201) {:03}-{:04}\",{country}",
         300 + i / 10_000,
