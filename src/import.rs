@@ -312,7 +312,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         last: started,
         total_bytes,
     };
-    report.deferred_indexes = settle_indexes(store, opts, total_bytes).await?;
+    report.deferred_indexes = settle_indexes(store, opts, total_bytes, checkpoint).await?;
     // Parsing and normalising (libphonenumber is most of a row's cost) run on worker threads
     // while the writer commits the previous batch; see `pipeline`.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
@@ -351,7 +351,10 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     if opts.progress {
         eprintln!();
         if report.deferred_indexes {
-            eprintln!("building the email, domain and phone indexes ...");
+            let records = store.max_record_id().await.unwrap_or(0);
+            eprintln!(
+                "building the email, domain and phone indexes over {records} records (a few seconds per million) ..."
+            );
         }
     }
     report.built_indexes = store
@@ -431,14 +434,16 @@ async fn settle_indexes(
     store: &dyn Store,
     opts: &ImportOptions,
     total_bytes: u64,
+    checkpoint: u64,
 ) -> Result<bool, String> {
     let wanted = match opts.indexes {
         IndexMode::Keep => false,
         IndexMode::Defer => true,
         IndexMode::Auto => {
             let existing = store.max_record_id().await.map_err(|e| e.to_string())?;
-            estimate_rows(&opts.file, total_bytes) * DEFER_WHEN_EXISTING_PER_ROW
-                >= existing.max(0) as u64
+            // A resumed import has only the lines after its checkpoint left to load.
+            let rows = estimate_rows(&opts.file, total_bytes).saturating_sub(checkpoint);
+            rows > 0 && rows * DEFER_WHEN_EXISTING_PER_ROW >= existing.max(0) as u64
         }
     };
     let deferred = wanted && store.defer_indexes().await.map_err(|e| e.to_string())?;

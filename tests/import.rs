@@ -696,6 +696,10 @@ async fn a_bulk_load_builds_the_indexes_it_deferred() {
     );
     assert!(out.contains("indexes built after the load"), "{out}");
     assert_eq!(indexes(&db), migrated_indexes());
+    // Run again, the file has nothing left to load: nothing is dropped and built again.
+    let again = import_contacts(&db, "65", &csv, "5000");
+    assert!(again.contains("imported 0 rows"), "{again}");
+    assert!(!again.contains("indexes built"), "{again}");
 
     let token = db.token(65, WRITE_SCOPES);
     let server = Server::start(&db);
