@@ -93,9 +93,12 @@ pub fn drop_indexes(conn: &Connection) -> StoreResult<()> {
     Ok(())
 }
 
-/// The page cache of the connection that builds indexes, in KiB: the sorter keeps this much of
-/// its runs in memory before it spills to temporary files.
-const BUILD_CACHE_KIB: i64 = -262_144;
+/// The page cache of the connection that builds indexes, in KiB, which is also how much the
+/// sorter holds in memory before it hands a run to a helper thread to sort and write out. Small
+/// on purpose: with 256 MiB every key fit, and the scan and the one big sort ran in turn on one
+/// thread; with 8 MiB the helper sorts each run while the scan goes on (1M contacts, the email
+/// and E.164 builds: 1.09 s and 0.70 s against 2.35 s and 1.36 s).
+const BUILD_CACHE_KIB: i64 = -8192;
 
 /// Builds every deferrable index that is missing, each in its own transaction; returns their
 /// names and how long each took.
@@ -104,7 +107,7 @@ pub fn build_missing(db: &str) -> StoreResult<Vec<(&'static str, Duration)>> {
     conn.busy_timeout(Duration::from_secs(60))?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", BUILD_CACHE_KIB)?;
-    // The sorter merges its runs on a helper thread.
+    // Helper threads for the sorter: each sorts and writes a run, and merges them.
     conn.pragma_update(None, "threads", 2)?;
     let mut built = Vec::new();
     for (name, create) in DEFERRABLE {
