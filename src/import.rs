@@ -291,7 +291,9 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     }
     let mut rejects = Rejects::open(&opts.reject_file, checkpoint > 0)
         .map_err(|e| format!("cannot write {}: {e}", opts.reject_file.display()))?;
-    let keys: HashSet<String> = match unique_property(opts.object_type) {
+    // A resumed import has only the lines after its checkpoint left to load.
+    let rows_left = estimate_rows(&opts.file, total_bytes).saturating_sub(checkpoint);
+    let mut keys: HashSet<String> = match unique_property(opts.object_type) {
         Some(property) => store
             .property_values(opts.portal_id, opts.object_type, property)
             .await
@@ -301,6 +303,11 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
             .collect(),
         None => HashSet::new(),
     };
+    if unique_property(opts.object_type).is_some() {
+        // Grown by doubling, the set rehashed every key it held: at 10M rows, hundreds of MiB
+        // moved on the thread that hands batches to the writer.
+        keys.reserve(rows_left.min(50_000_000) as usize);
+    }
     let mut report = ImportReport {
         resumed_after_line: checkpoint,
         unknown_columns: unknown,
@@ -312,7 +319,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         last: started,
         total_bytes,
     };
-    report.deferred_indexes = settle_indexes(store, opts, total_bytes, checkpoint).await?;
+    report.deferred_indexes = settle_indexes(store, opts, rows_left).await?;
     // Parsing and normalising (libphonenumber is most of a row's cost) run on worker threads
     // while the writer commits the previous batch; see `pipeline`.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
@@ -433,17 +440,14 @@ fn unique_property(ty: ObjectType) -> Option<&'static str> {
 async fn settle_indexes(
     store: &dyn Store,
     opts: &ImportOptions,
-    total_bytes: u64,
-    checkpoint: u64,
+    rows_left: u64,
 ) -> Result<bool, String> {
     let wanted = match opts.indexes {
         IndexMode::Keep => false,
         IndexMode::Defer => true,
         IndexMode::Auto => {
             let existing = store.max_record_id().await.map_err(|e| e.to_string())?;
-            // A resumed import has only the lines after its checkpoint left to load.
-            let rows = estimate_rows(&opts.file, total_bytes).saturating_sub(checkpoint);
-            rows > 0 && rows * DEFER_WHEN_EXISTING_PER_ROW >= existing.max(0) as u64
+            rows_left > 0 && rows_left * DEFER_WHEN_EXISTING_PER_ROW >= existing.max(0) as u64
         }
     };
     let deferred = wanted && store.defer_indexes().await.map_err(|e| e.to_string())?;
