@@ -450,7 +450,7 @@ async fn settle_indexes(
             rows_left > 0 && rows_left * DEFER_WHEN_EXISTING_PER_ROW >= existing.max(0) as u64
         }
     };
-    let deferred = wanted && store.defer_indexes().await.map_err(|e| e.to_string())?;
+    let deferred = wanted && store.defer_indexes(opts.object_type).await.map_err(|e| e.to_string())?;
     if opts.indexes == IndexMode::Defer && !deferred {
         return Err("--indexes defer: a server is running on this database, and it needs the indexes; stop it, or import with --indexes keep".into());
     }

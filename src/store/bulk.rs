@@ -18,25 +18,30 @@ use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
-use super::{StoreError, StoreResult};
+use super::{ObjectType, StoreError, StoreResult};
 
-/// The indexes a bulk load defers, as the migrations create them (0001 and 0007). The text is
-/// the migrations' own, so the planner's partial-index matching sees the same index again.
-pub const DEFERRABLE: &[(&str, &str)] = &[
+/// The indexes a bulk load defers, as the migrations create them (0001 and 0007), and the type
+/// whose rows they hold (`None`: every type's). The text is the migrations' own, so the
+/// planner's partial-index matching sees the same index again.
+pub const DEFERRABLE: &[(&str, Option<ObjectType>, &str)] = &[
     (
         "objects_email",
+        Some(ObjectType::Contact),
         "CREATE INDEX objects_email ON objects(portal_id, json_extract(properties, '$.email'))\n    WHERE object_type = '0-1'",
     ),
     (
         "objects_domain",
+        Some(ObjectType::Company),
         "CREATE INDEX objects_domain ON objects(portal_id, json_extract(properties, '$.domain'))\n    WHERE object_type = '0-2'",
     ),
     (
         "phones_e164",
+        None,
         "CREATE INDEX phones_e164 ON phones(portal_id, e164) WHERE e164 IS NOT NULL",
     ),
     (
         "phones_national",
+        None,
         "CREATE INDEX phones_national ON phones(portal_id, national_key) WHERE national_key IS NOT NULL",
     ),
 ];
@@ -82,11 +87,15 @@ pub fn shared(db: &str) -> StoreResult<File> {
     Ok(file)
 }
 
-/// Drops the deferrable indexes in one transaction.
-pub fn drop_indexes(conn: &Connection) -> StoreResult<()> {
+/// Drops, in one transaction, the deferrable indexes that rows of type `ty` go into. The
+/// others would cost nothing to keep (a partial index skips other types' rows) and a full
+/// scan to build again.
+pub fn drop_indexes(conn: &Connection, ty: ObjectType) -> StoreResult<()> {
     let mut sql = String::from("BEGIN IMMEDIATE;");
-    for (name, _) in DEFERRABLE {
-        sql.push_str(&format!("DROP INDEX IF EXISTS {name};"));
+    for (name, of, _) in DEFERRABLE {
+        if of.is_none_or(|of| of == ty) {
+            sql.push_str(&format!("DROP INDEX IF EXISTS {name};"));
+        }
     }
     sql.push_str("COMMIT;");
     conn.execute_batch(&sql)?;
@@ -110,7 +119,7 @@ pub fn build_missing(db: &str) -> StoreResult<Vec<(&'static str, Duration)>> {
     // Helper threads for the sorter: each sorts and writes a run, and merges them.
     conn.pragma_update(None, "threads", 2)?;
     let mut built = Vec::new();
-    for (name, create) in DEFERRABLE {
+    for (name, _, create) in DEFERRABLE {
         let exists: bool = conn.query_row(
             "SELECT count(*) > 0 FROM sqlite_schema WHERE type = 'index' AND name = ?1",
             [name],

@@ -506,11 +506,11 @@ pub trait Store: Send + Sync + 'static {
         property: &str,
     ) -> StoreResult<Vec<String>>;
 
-    /// For a bulk load: unless a server is running on the database, drops the secondary
-    /// indexes that make every imported row a random insert ([`bulk::DEFERRABLE`]) and keeps
-    /// servers from starting until [`Store::build_missing_indexes`]. `false`, with nothing
-    /// dropped, when a server is running.
-    async fn defer_indexes(&self) -> StoreResult<bool> {
+    /// For a bulk load of records of type `ty`: unless a server is running on the database,
+    /// drops the secondary indexes those records would be random inserts into
+    /// ([`bulk::DEFERRABLE`]) and keeps servers from starting until
+    /// [`Store::build_missing_indexes`]. `false`, with nothing dropped, when a server is running.
+    async fn defer_indexes(&self, _ty: ObjectType) -> StoreResult<bool> {
         Ok(false)
     }
     /// Builds any deferrable index that is missing (one left out by a bulk load, or by one that

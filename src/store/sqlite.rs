@@ -1036,13 +1036,13 @@ impl Store for SqliteStore {
         Ok(values)
     }
 
-    async fn defer_indexes(&self) -> StoreResult<bool> {
+    async fn defer_indexes(&self, ty: ObjectType) -> StoreResult<bool> {
         let path = self.path.clone();
         let lock = tokio::task::spawn_blocking(move || -> StoreResult<_> {
             let Some(lock) = bulk::try_exclusive(&path)? else {
                 return Ok(None);
             };
-            bulk::drop_indexes(&rusqlite::Connection::open(&path)?)?;
+            bulk::drop_indexes(&rusqlite::Connection::open(&path)?, ty)?;
             Ok(Some(lock))
         })
         .await
