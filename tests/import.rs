@@ -18,18 +18,23 @@ fn write_csv(path: &std::path::Path, header: &str, rows: impl Iterator<Item = St
     }
 }
 
-/// `switchboard import contacts` of `csv` into `portal`, committing `batch` rows at a time.
-fn import_contacts(db: &Db, portal: &str, csv: &std::path::Path, batch: &str) -> String {
-    db.cli(&[
+/// The arguments of a quiet `switchboard import contacts` of `csv` into `portal`, and `extra`.
+fn import_args<'a>(portal: &'a str, csv: &'a std::path::Path, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
         "import",
         "contacts",
         "--portal",
         portal,
         csv.to_str().unwrap(),
-        "--batch-size",
-        batch,
-        "--quiet",
-    ])
+    ];
+    args.extend_from_slice(extra);
+    args.push("--quiet");
+    args
+}
+
+/// `switchboard import contacts` of `csv` into `portal`, committing `batch` rows at a time.
+fn import_contacts(db: &Db, portal: &str, csv: &std::path::Path, batch: &str) -> String {
+    db.cli(&import_args(portal, csv, &["--batch-size", batch]))
 }
 
 /// `switchboard import companies` of `csv` into `portal`.
@@ -256,19 +261,25 @@ async fn option_labels_and_yes_no_import_as_values() {
     }
 }
 
+/// How many contacts a search counts.
+async fn contacts_total(server: &Server, token: &str) -> u64 {
+    let (_, _, r) = post(
+        &server.url("/crm/v3/objects/contacts/search"),
+        token,
+        &json!({"limit": 0}),
+    )
+    .await;
+    r["total"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total: {r}"))
+}
+
 /// Starts `switchboard import contacts` of `csv` with `extra` arguments and SIGKILLs it once its
 /// checkpoint has passed line `lines`, whatever the machine's speed.
 fn kill_import_after(db: &Db, portal: &str, csv: &std::path::Path, extra: &[&str], lines: i64) {
     let mut child = Command::new(BIN)
-        .args([
-            "import",
-            "contacts",
-            "--portal",
-            portal,
-            csv.to_str().unwrap(),
-        ])
-        .args(extra)
-        .args(["--quiet", "--db", &db.url()])
+        .args(import_args(portal, csv, extra))
+        .args(["--db", &db.url()])
         .spawn()
         .unwrap();
     let committed = || {
@@ -318,13 +329,11 @@ async fn a_killed_import_resumes_without_duplicates() {
     assert!(out.contains("rejected 0"), "no row was seen twice: {out}");
     let token = db.token(62, WRITE_SCOPES);
     let server = Server::start(&db);
-    let (_, _, r) = post(
-        &server.url("/crm/v3/objects/contacts/search"),
-        &token,
-        &json!({"limit": 0}),
-    )
-    .await;
-    assert_eq!(r["total"], rows, "every row exactly once: {r}");
+    assert_eq!(
+        contacts_total(&server, &token).await,
+        u64::from(rows),
+        "every row exactly once"
+    );
     let (_, _, r) = post(
         &server.url(INBOUND),
         &token,
@@ -614,18 +623,11 @@ fn the_wal_stays_bounded_through_a_long_import() {
     };
     // Into the indexes row by row: a bulk load that defers them would append, and write far
     // fewer pages.
-    let out = db.cli(&[
-        "import",
-        "contacts",
-        "--portal",
+    let out = db.cli(&import_args(
         "64",
-        csv.to_str().unwrap(),
-        "--batch-size",
-        "4000",
-        "--indexes",
-        "keep",
-        "--quiet",
-    ]);
+        &csv,
+        &["--batch-size", "4000", "--indexes", "keep"],
+    ));
     done.store(true, std::sync::atomic::Ordering::Relaxed);
     let largest = watcher.join().unwrap();
     assert!(out.contains("imported 120000 rows"), "{out}");
@@ -675,6 +677,17 @@ fn bulk_row(i: u32) -> String {
     )
 }
 
+/// A contact export of `rows` (see [`bulk_row`]), and its path.
+fn bulk_csv(db: &Db, name: &str, rows: impl Iterator<Item = u32>) -> std::path::PathBuf {
+    let csv = db.dir.path().join(name);
+    write_csv(
+        &csv,
+        "First Name,Email,Phone Number,Country/Region",
+        rows.map(bulk_row),
+    );
+    csv
+}
+
 /// An import into a database smaller than the file leaves the email and phone indexes out of
 /// the load and builds them after it; the server then reads through them (`INDEXED BY` fails
 /// outright without its index). While a server is running, no import drops them.
@@ -683,12 +696,7 @@ async fn a_bulk_load_builds_the_indexes_it_deferred() {
     let db = Db::new();
     db.portal(65, "US");
     let rows = 30_000u32;
-    let csv = db.dir.path().join("bulk.csv");
-    write_csv(
-        &csv,
-        "First Name,Email,Phone Number,Country/Region",
-        (0..rows).map(bulk_row).chain([bulk_row(7)]),
-    );
+    let csv = bulk_csv(&db, "bulk.csv", (0..rows).chain([7]));
     let out = import_contacts(&db, "65", &csv, "5000");
     assert!(
         out.contains(&format!("imported {rows} rows, rejected 1")),
@@ -736,30 +744,11 @@ async fn a_bulk_load_builds_the_indexes_it_deferred() {
         assert_eq!(r["matches"].as_array().map(Vec::len), Some(1), "{r}");
     }
 
-    let more = db.dir.path().join("more.csv");
-    write_csv(
-        &more,
-        "First Name,Email,Phone Number,Country/Region",
-        (rows..rows + 200).map(bulk_row),
-    );
-    let refused = db.cli_fails(&[
-        "import",
-        "contacts",
-        "--portal",
-        "65",
-        more.to_str().unwrap(),
-        "--indexes",
-        "defer",
-        "--quiet",
-    ]);
+    let more = bulk_csv(&db, "more.csv", rows..rows + 200);
+    let refused = db.cli_fails(&import_args("65", &more, &["--indexes", "defer"]));
     assert!(refused.contains("a server is running"), "{refused}");
     // The file is larger than a third of the database only while the server is away.
-    let grown = db.dir.path().join("grown.csv");
-    write_csv(
-        &grown,
-        "First Name,Email,Phone Number,Country/Region",
-        (rows + 200..2 * rows).map(bulk_row),
-    );
+    let grown = bulk_csv(&db, "grown.csv", rows + 200..2 * rows);
     let out = import_contacts(&db, "65", &grown, "5000");
     assert!(
         !out.contains("indexes built"),
@@ -789,12 +778,7 @@ async fn a_server_builds_the_indexes_a_killed_bulk_load_left_out() {
     let db = Db::new();
     db.portal(66, "US");
     let rows = 150_000u32;
-    let csv = db.dir.path().join("killed.csv");
-    write_csv(
-        &csv,
-        "First Name,Email,Phone Number,Country/Region",
-        (0..rows).map(bulk_row),
-    );
+    let csv = bulk_csv(&db, "killed.csv", 0..rows);
     kill_import_after(
         &db,
         "66",
@@ -829,11 +813,9 @@ async fn a_server_builds_the_indexes_a_killed_bulk_load_left_out() {
     assert!(out.contains("rejected 0"), "{out}");
     assert_eq!(indexes(&db), migrated_indexes());
     let server = Server::start(&db);
-    let (_, _, r) = post(
-        &server.url("/crm/v3/objects/contacts/search"),
-        &token,
-        &json!({"limit": 0}),
-    )
-    .await;
-    assert_eq!(r["total"], rows, "every row exactly once: {r}");
+    assert_eq!(
+        contacts_total(&server, &token).await,
+        u64::from(rows),
+        "every row exactly once"
+    );
 }
