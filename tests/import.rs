@@ -438,6 +438,11 @@ async fn a_company_export_imports_by_its_column_names() {
     let out = import_companies(&db, "63", &csv);
     assert!(out.contains("imported 1 rows, rejected 1"), "{out}");
     assert!(!out.contains("ignored columns"), "every column maps: {out}");
+    // Into an empty database a company import defers the domain and phone indexes, and
+    // leaves the contacts' email index, which company rows never go into, as it was.
+    assert!(out.contains("objects_domain"), "{out}");
+    assert!(!out.contains("objects_email"), "{out}");
+    assert_eq!(indexes(&db), migrated_indexes());
     let rejects = std::fs::read_to_string(db.dir.path().join("companies.csv.rejects.csv")).unwrap();
     let reject = rejects.lines().nth(1).unwrap();
     assert!(
