@@ -294,20 +294,16 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         .map_err(|e| format!("cannot write {}: {e}", opts.reject_file.display()))?;
     // A resumed import has only the lines after its checkpoint left to load.
     let rows_left = estimate_rows(&opts.file, total_bytes).saturating_sub(checkpoint);
-    let mut keys: HashSet<String> = match unique_property(opts.object_type) {
-        Some(property) => store
+    let mut keys: HashSet<String> = HashSet::new();
+    if let Some(property) = unique_property(opts.object_type) {
+        let existing = store
             .property_values(opts.portal_id, opts.object_type, property)
             .await
-            .map_err(|e| e.to_string())?
-            .into_iter()
-            .map(|e| e.to_lowercase())
-            .collect(),
-        None => HashSet::new(),
-    };
-    if unique_property(opts.object_type).is_some() {
+            .map_err(|e| e.to_string())?;
         // Grown by doubling, the set rehashed every key it held: at 10M rows, hundreds of MiB
         // moved on the thread that hands batches to the writer.
-        keys.reserve(rows_left.min(50_000_000) as usize);
+        keys.reserve(existing.len() + rows_left.min(50_000_000) as usize);
+        keys.extend(existing.into_iter().map(|e| e.to_lowercase()));
     }
     let mut report = ImportReport {
         resumed_after_line: checkpoint,
@@ -365,10 +361,13 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
             );
         }
     }
-    report.built_indexes = store
-        .build_missing_indexes()
-        .await
-        .map_err(|e| format!("every row is saved, but building the indexes failed (a server builds them at start): {e}"))?;
+    // Without deferral `settle_indexes` already made sure they all exist.
+    if report.deferred_indexes {
+        report.built_indexes = store
+            .build_missing_indexes()
+            .await
+            .map_err(|e| format!("every row is saved, but building the indexes failed (a server builds them at start): {e}"))?;
+    }
     rejects.finish().map_err(|e| e.to_string())?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -693,6 +693,23 @@ fn bulk_csv(db: &Db, name: &str, rows: impl Iterator<Item = u32>) -> std::path::
     csv
 }
 
+/// The contact of [`bulk_row`] `i` reads back by its email: `INDEXED BY objects_email`, which
+/// fails outright without the index.
+async fn assert_reads_by_email(server: &Server, token: &str, i: u32) {
+    let (s, e) = get(
+        &server.url(&format!(
+            "/crm/v3/objects/contacts/b{i}@bulk.example?idProperty=email&properties=firstname"
+        )),
+        token,
+    )
+    .await;
+    assert_eq!(
+        (s, &e["properties"]["firstname"]),
+        (200, &json!(format!("B{i}"))),
+        "{e}"
+    );
+}
+
 /// An import into a database smaller than the file leaves the email and phone indexes out of
 /// the load and builds them after it; the server then reads through them (`INDEXED BY` fails
 /// outright without its index). While a server is running, no import drops them.
@@ -716,18 +733,7 @@ async fn a_bulk_load_builds_the_indexes_it_deferred() {
 
     let token = db.token(65, WRITE_SCOPES);
     let server = Server::start(&db);
-    let (s, e) = get(
-        &server.url(
-            "/crm/v3/objects/contacts/b12345@bulk.example?idProperty=email&properties=firstname",
-        ),
-        &token,
-    )
-    .await;
-    assert_eq!(
-        (s, &e["properties"]["firstname"]),
-        (200, &json!("B12345")),
-        "{e}"
-    );
+    assert_reads_by_email(&server, &token, 12345).await;
     let (s, _, e) = post(
         &server.url("/crm/v3/objects/contacts"),
         &token,
@@ -800,17 +806,7 @@ async fn a_server_builds_the_indexes_a_killed_bulk_load_left_out() {
     let token = db.token(66, WRITE_SCOPES);
     let server = Server::start(&db);
     assert_eq!(indexes(&db), migrated_indexes());
-    let (s, e) = get(
-        &server
-            .url("/crm/v3/objects/contacts/b10@bulk.example?idProperty=email&properties=firstname"),
-        &token,
-    )
-    .await;
-    assert_eq!(
-        (s, &e["properties"]["firstname"]),
-        (200, &json!("B10")),
-        "{e}"
-    );
+    assert_reads_by_email(&server, &token, 10).await;
     drop(server);
 
     let out = import_contacts(&db, "66", &csv, "20000");

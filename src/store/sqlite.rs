@@ -32,9 +32,10 @@ pub struct SqliteStore {
     /// The file, for the direct connections of `sqlite_direct.rs`.
     path: String,
     writer: Writer,
-    /// The lock file (`bulk.rs`) while this store serves (shared) or bulk-loads (exclusive,
-    /// `true`).
-    lock: std::sync::Mutex<Option<(std::fs::File, bool)>>,
+    /// The lock file (`bulk.rs`), held shared while this store serves.
+    serving: std::sync::Mutex<Option<std::fs::File>>,
+    /// The lock file, held exclusively while a bulk load has the indexes dropped.
+    loading: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 impl SqliteStore {
@@ -66,9 +67,20 @@ impl SqliteStore {
             pool,
             path: file.to_string(),
             writer,
-            lock: std::sync::Mutex::new(None),
+            serving: std::sync::Mutex::new(None),
+            loading: std::sync::Mutex::new(None),
         })
     }
+}
+
+/// Runs `f` on a blocking thread, off the workers that answer calls.
+async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> StoreResult<T> + Send + 'static,
+) -> StoreResult<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("{what}: {e}")))?
 }
 
 fn record_from_row(row: &SqliteRow) -> StoreResult<Record> {
@@ -668,9 +680,10 @@ impl Store for SqliteStore {
     /// answer calls while the cards fill.
     async fn card_rows(&self, after: i64, limit: i64) -> StoreResult<Vec<CardRow>> {
         let path = self.path.clone();
-        tokio::task::spawn_blocking(move || sqlite_direct::card_rows(&path, after, limit))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("card reader: {e}")))?
+        blocking("card reader", move || {
+            sqlite_direct::card_rows(&path, after, limit)
+        })
+        .await
     }
 
     async fn phones_of_records(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<PhoneRow>> {
@@ -1038,41 +1051,31 @@ impl Store for SqliteStore {
 
     async fn defer_indexes(&self, ty: ObjectType) -> StoreResult<bool> {
         let path = self.path.clone();
-        let lock = tokio::task::spawn_blocking(move || -> StoreResult<_> {
+        let lock = blocking("dropping indexes", move || {
             let Some(lock) = bulk::try_exclusive(&path)? else {
                 return Ok(None);
             };
             bulk::drop_indexes(&rusqlite::Connection::open(&path)?, ty)?;
             Ok(Some(lock))
         })
-        .await
-        .map_err(|e| StoreError::Corrupt(format!("dropping indexes: {e}")))??;
+        .await?;
         let deferred = lock.is_some();
-        if let Some(lock) = lock {
-            *self.lock.lock().expect("lock file") = Some((lock, true));
-        }
+        *self.loading.lock().expect("lock file") = lock;
         Ok(deferred)
     }
 
     async fn build_missing_indexes(&self) -> StoreResult<Vec<(&'static str, Duration)>> {
         let path = self.path.clone();
-        let built = tokio::task::spawn_blocking(move || bulk::build_missing(&path))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("building indexes: {e}")))??;
-        let mut lock = self.lock.lock().expect("lock file");
-        // An exclusive lock (a bulk load) ends here; a server's shared one is kept.
-        if lock.as_ref().is_some_and(|(_, exclusive)| *exclusive) {
-            *lock = None;
-        }
+        let built = blocking("building indexes", move || bulk::build_missing(&path)).await?;
+        // A bulk load's exclusive lock ends here; a server's shared one is kept.
+        self.loading.lock().expect("lock file").take();
         Ok(built)
     }
 
     async fn hold_for_serving(&self) -> StoreResult<()> {
         let path = self.path.clone();
-        let lock = tokio::task::spawn_blocking(move || bulk::shared(&path))
-            .await
-            .map_err(|e| StoreError::Corrupt(format!("lock file: {e}")))??;
-        *self.lock.lock().expect("lock file") = Some((lock, false));
+        let lock = blocking("lock file", move || bulk::shared(&path)).await?;
+        *self.serving.lock().expect("lock file") = Some(lock);
         Ok(())
     }
 
