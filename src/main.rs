@@ -70,8 +70,12 @@ enum Command {
     Import {
         /// contacts or companies
         kind: String,
+        /// The portal (HubSpot account id) the records go to; see `portal create`.
         #[arg(long)]
         portal: i64,
+        /// The CSV file. Its header row names HubSpot's export columns ("First Name", "Phone
+        /// Number", ...) or internal property names; other columns are ignored and listed.
+        /// A re-run of the same file resumes after the last committed batch.
         file: std::path::PathBuf,
         /// column=property pairs, comma-separated, e.g. "Cell=mobilephone,Tel=phone"
         #[arg(long, default_value = "")]

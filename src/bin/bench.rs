@@ -145,7 +145,10 @@ fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn seed(bin: &Path, db: &Path, contacts: u64) -> (f64, f64) {
+/// Seeds `db` by `switchboard import` and times it. With `profile`, imports the same file once
+/// more into a scratch database under `perf record`, so that the timed figure carries no
+/// sampling cost; returns the profile's summary too.
+fn seed(bin: &Path, db: &Path, contacts: u64, profile: bool) -> (f64, f64, Option<String>) {
     let url = format!("sqlite://{}", db.display());
     let run = |args: &[&str]| {
         let out = Command::new(bin)
@@ -189,8 +192,52 @@ fn seed(bin: &Path, db: &Path, contacts: u64) -> (f64, f64) {
     ]);
     let secs = t.elapsed().as_secs_f64();
     eprintln!("seeded: {}", out.trim());
+    let profiled = profile.then(|| profile_import(bin, db, &csv)).flatten();
     std::fs::remove_file(&csv).ok();
-    (secs, contacts as f64 / secs)
+    (secs, contacts as f64 / secs, profiled)
+}
+
+/// The same import into a scratch database, under `perf record -g`; `None` without perf.
+fn profile_import(bin: &Path, db: &Path, csv: &Path) -> Option<String> {
+    let scratch = db.with_extension("profile.db");
+    let url = format!("sqlite://{}", scratch.display());
+    let created = Command::new(bin)
+        .args([
+            "portal",
+            "create",
+            "--id",
+            "777",
+            "--default-region",
+            "US",
+            "--db",
+            &url,
+        ])
+        .output()
+        .ok()?;
+    assert!(created.status.success(), "portal create for the profile");
+    let data = db.with_extension("import.perf");
+    eprintln!(
+        "profiling a second import of the same file into {}",
+        scratch.display()
+    );
+    let status = Command::new("perf")
+        .args(["record", "-g", "-F", "499", "-o"])
+        .arg(&data)
+        .arg("--")
+        .arg(bin)
+        .args(["import", "contacts", "--portal", "777"])
+        .arg(csv)
+        .args(["--quiet", "--db", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .ok()?;
+    let summary = status.success().then(|| profile_summary(&data));
+    for suffix in ["", "-wal", "-shm", "-switchboard.lock"] {
+        std::fs::remove_file(format!("{}{suffix}", scratch.display())).ok();
+    }
+    std::fs::remove_file(&data).ok();
+    summary
 }
 
 struct Server {
@@ -593,12 +640,18 @@ fn profile_start(pid: u32, out: &Path) -> Option<Child> {
         .ok()
 }
 
-/// The server's threads (tokio workers, SQLite writer, checkpointer) and its top 25 symbols.
+/// Stops a `perf record` of the server and summarises it.
 fn profile_report(mut rec: Child, data: &Path) -> String {
     let _ = Command::new("kill")
         .args(["-INT", &rec.id().to_string()])
         .status();
     let _ = rec.wait();
+    profile_summary(data)
+}
+
+/// The profile's threads (tokio workers, SQLite writer, checkpointer; the import's reader,
+/// converters and orderer) and its top 25 symbols.
+fn profile_summary(data: &Path) -> String {
     let report = |sort: &str, take: usize| {
         let out = Command::new("perf")
             .args([
@@ -633,7 +686,7 @@ fn profile_report(mut rec: Child, data: &Path) -> String {
                 .join("\n"),
         )
     };
-    match (report("comm", 5), report("dso,symbol", 25)) {
+    match (report("comm", 8), report("dso,symbol", 25)) {
         (Some(threads), Some(symbols)) if !threads.is_empty() => {
             format!("By thread:\n{threads}\n\nTop symbols:\n{symbols}")
         }
@@ -679,10 +732,10 @@ fn main() {
     );
     eprintln!("seeding {} contacts into {}", a.contacts, db.display());
     let fresh = !db.exists();
-    let (seed_secs, seed_rate) = if fresh {
-        seed(&bin, &db, a.contacts)
+    let (seed_secs, seed_rate, import_profile) = if fresh {
+        seed(&bin, &db, a.contacts, a.profile)
     } else {
-        (0.0, 0.0)
+        (0.0, 0.0, None)
     };
     let token = {
         let out = Command::new(&bin)
@@ -916,6 +969,9 @@ fn main() {
     ));
     for (name, profile) in &profiles {
         section.push_str(&format!("\nWhere the server's time went in a separate 5 s saturated {name} phase (`perf record -g`, share of the server's samples):\n\n```text\n{profile}\n```\n"));
+    }
+    if let Some(profile) = &import_profile {
+        section.push_str(&format!("\nWhere the import's time went (`perf record -g` of a second `switchboard import` of the same file into a scratch database, share of its samples; `sqlite-writer` inserts the rows, `import-convert` parses and normalises them, `import-order` puts them back in file order and checks duplicate emails, `import-read` reads the CSV, and `tokio-rt-worker` builds the deferred indexes with SQLite's sorter threads):\n\n```text\n{profile}\n```\n"));
     }
     write_section(&a.out, a.contacts, &section);
     println!("{section}");
