@@ -233,9 +233,10 @@ fn profile_import(bin: &Path, db: &Path, csv: &Path) -> Option<String> {
         .args(["--quiet", "--db", &url])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .status()
-        .ok()?;
-    let summary = status.success().then(|| profile_summary(&data));
+        .status();
+    let summary = status
+        .is_ok_and(|s| s.success())
+        .then(|| profile_summary(&data));
     for suffix in ["", "-wal", "-shm", "-switchboard.lock"] {
         std::fs::remove_file(format!("{}{suffix}", scratch.display())).ok();
     }
