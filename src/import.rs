@@ -333,7 +333,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
                 reader, checkpoint, plan, keys, batch_size, workers, tx,
             ));
         })
-        .map_err(|e| format!("cannot start the import's threads: {e}"))?;
+        .map_err(cannot_spawn)?;
     while let Some(mut batch) = rx.recv().await {
         let written = batch.writes.len() as u64;
         store
@@ -514,39 +514,17 @@ fn pipeline(
             let raw_rx = raw_rx.clone();
             let done_tx = done_tx.clone();
             let plan = &plan;
-            let spawned = std::thread::Builder::new()
+            std::thread::Builder::new()
                 .name("import-convert".into())
-                .spawn_scoped(scope, move || {
-                    loop {
-                        let next = raw_rx
-                            .lock()
-                            .map_err(|_| ())
-                            .and_then(|rx| rx.recv().map_err(|_| ()));
-                        let Ok(chunk) = next else { return };
-                        let rows = chunk
-                            .rows
-                            .into_iter()
-                            .map(|(line, r)| (line, r.and_then(|r| convert(&r, plan))))
-                            .collect();
-                        let done = Chunk {
-                            seq: chunk.seq,
-                            rows,
-                            last_line: chunk.last_line,
-                            byte: chunk.byte,
-                        };
-                        if done_tx.send(done).is_err() {
-                            return;
-                        }
-                    }
-                });
-            spawned.map_err(|e| format!("cannot start the import's threads: {e}"))?;
+                .spawn_scoped(scope, move || convert_chunks(&raw_rx, &done_tx, plan))
+                .map_err(cannot_spawn)?;
         }
         drop(done_tx);
         drop(raw_rx);
         std::thread::Builder::new()
             .name("import-read".into())
             .spawn_scoped(scope, move || read_chunks(&mut reader, checkpoint, raw_tx))
-            .map_err(|e| format!("cannot start the import's threads: {e}"))?;
+            .map_err(cannot_spawn)?;
         // In file order: chunks that arrive early wait here for the ones before them.
         let mut early = BTreeMap::new();
         let mut next_seq = 0;
@@ -579,6 +557,40 @@ fn pipeline(
         }
         Ok(())
     })
+}
+
+fn cannot_spawn(e: std::io::Error) -> String {
+    format!("cannot start the import's threads: {e}")
+}
+
+/// A conversion worker: converts the chunks it takes from the reader until the reader is done
+/// or the import stopped (its send fails).
+fn convert_chunks(
+    raw: &Mutex<mpsc::Receiver<Chunk<Result<csv::StringRecord, String>>>>,
+    done: &mpsc::SyncSender<Chunk<Result<Converted, String>>>,
+    plan: &Plan,
+) {
+    loop {
+        let next = raw
+            .lock()
+            .map_err(|_| ())
+            .and_then(|rx| rx.recv().map_err(|_| ()));
+        let Ok(chunk) = next else { return };
+        let rows = chunk
+            .rows
+            .into_iter()
+            .map(|(line, r)| (line, r.and_then(|r| convert(&r, plan))))
+            .collect();
+        let converted = Chunk {
+            seq: chunk.seq,
+            rows,
+            last_line: chunk.last_line,
+            byte: chunk.byte,
+        };
+        if done.send(converted).is_err() {
+            return;
+        }
+    }
 }
 
 /// Reads the file in chunks of rows after the checkpoint; an unreadable row is a reject.
