@@ -264,3 +264,68 @@ fn unusable_database_urls_are_refused_with_a_reason() {
     );
     assert!(db.path().exists());
 }
+
+/// A call that fails is answered with its error alone: calls posted at the same moment, which
+/// the writer merges into its transaction with it (and then retries one by one when that
+/// transaction fails), are still committed, synced and answered 200. The failing call is a
+/// repost of a call whose stored properties were damaged behind the server's back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_call_fails_alone() {
+    let db = Db::new();
+    db.portal(703, "US");
+    let token = db.token(703, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let url = server.url(INBOUND);
+    let (status, _, _) = post(&url, &token, &inbound("damaged", "+12015550123", true)).await;
+    assert_eq!(status, 200);
+    // Valid JSON to SQLite (its indexes still read it), but not a record's properties.
+    let damaged = rusqlite::Connection::open(db.path()).unwrap();
+    damaged.busy_timeout(Duration::from_secs(5)).unwrap();
+    let changed = damaged
+        .execute(
+            "UPDATE objects SET properties = '{\"hs_call_external_id\":\"damaged\",\"n\":1}'
+             WHERE object_type = '0-48' AND json_extract(properties, '$.hs_call_external_id') = 'damaged'",
+            [],
+        )
+        .unwrap();
+    assert_eq!(changed, 1);
+    drop(damaged);
+
+    // The repost and twenty new calls, all at once.
+    let c = client();
+    let send = |ext: String| {
+        let (c, url, token) = (c.clone(), url.clone(), token.clone());
+        tokio::spawn(async move {
+            let r = c
+                .post(&url)
+                .bearer_auth(&token)
+                .json(&inbound(&ext, "+12015550123", true))
+                .send()
+                .await
+                .unwrap();
+            let id = r
+                .headers()
+                .get("x-switchboard-call-id")
+                .map(|v| v.to_str().unwrap().to_string());
+            (ext, r.status().as_u16(), id)
+        })
+    };
+    let mut others = vec![send("damaged".into())];
+    others.extend((0..20).map(|i| send(format!("beside-{i}"))));
+    let mut logged = Vec::new();
+    for t in others {
+        let (ext, status, id) = t.await.unwrap();
+        if ext == "damaged" {
+            assert!(status >= 500, "the damaged repost answered {status}");
+        } else {
+            assert_eq!(status, 200, "{ext} failed beside the damaged call");
+            logged.push(id.expect("a logged call's id"));
+        }
+    }
+    assert_eq!(logged.len(), 20);
+    for id in logged {
+        let (status, call) = get(&server.url(&format!("/crm/v3/objects/calls/{id}")), &token).await;
+        assert_eq!(status, 200, "{call}");
+    }
+    server.stop();
+}

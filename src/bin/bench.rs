@@ -6,7 +6,7 @@
 //! Seeds a portal with N contacts (CSV import, mixed phone formats), starts the real server,
 //! and drives it over loopback with an in-repo HTTP/1.1 keep-alive client. In one run it
 //! measures a baseline (`/switchboard/v1/echo`: same auth, same body, same connections),
-//! lookup-only inbound calls and logging inbound calls, saturated and at half that rate, and
+//! lookup-only inbound calls and logging inbound calls, saturated and at half that rate (Poisson arrivals), and
 //! writes the figures, the machine and the command to `bench/RESULTS.md`.
 
 use std::collections::BTreeMap;
@@ -538,7 +538,6 @@ fn body(kind: Kind, i: u64, contacts: u64, run: &str) -> String {
     )
 }
 
-/// Drives one phase: `rate` requests per second in all (None: as fast as answers come).
 /// Where and how hard to drive: the server, its token, connections and the seeded size.
 struct Load {
     addr: String,
@@ -550,6 +549,53 @@ struct Load {
     next: Arc<AtomicU64>,
 }
 
+/// Releases requests as a Poisson process of `rate` a second until `deadline`, as permits
+/// any idle connection takes (the semaphore is closed at the deadline).
+///
+/// Why: calls reach a switch independently of one another, so a fixed rate should arrive as
+/// one. Each connection used to sleep on tokio's timer until its next slot, as most load
+/// generators pace, and that timer has millisecond ticks: every connection due within a
+/// millisecond woke on the same tick, so the server saw bursts of `rate / 1000` requests and
+/// then nothing. The bursts made the lookup p99 at half rate grow with the connection count
+/// (1.2 ms with 32 connections, 3.4 ms with 64), and they flattered logging, whose group commit
+/// turns a burst into one transaction: at 8,500 calls/s on 100k contacts the logging p99 was
+/// 3.0–3.9 ms with ticks and 4.4–5.6 ms with Poisson arrivals (`bench/ANALYSIS.md`). This
+/// thread sleeps on the OS's high-resolution timer and releases what has arrived every 250 µs
+/// (every 100 µs cost the pacer a tenth of a core).
+fn pace(rate: f64, deadline: Instant) -> Arc<tokio::sync::Semaphore> {
+    let permits = Arc::new(tokio::sync::Semaphore::new(0));
+    let sem = permits.clone();
+    std::thread::Builder::new()
+        .name("bench-pacer".into())
+        .spawn(move || {
+            let start = Instant::now();
+            // A fixed seed: every run draws the same arrivals.
+            let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut next_at = 0.0f64;
+            while Instant::now() < deadline {
+                let now = start.elapsed().as_secs_f64();
+                let mut arrived = 0;
+                while next_at <= now {
+                    // A 64-bit LCG (Knuth's MMIX constants) is plenty for inter-arrival times.
+                    rng = rng
+                        .wrapping_mul(6_364_136_223_846_793_005)
+                        .wrapping_add(1_442_695_040_888_963_407);
+                    let u = ((rng >> 11) as f64 + 1.0) / (1u64 << 53) as f64;
+                    next_at += -u.ln() / rate;
+                    arrived += 1;
+                }
+                if arrived > 0 {
+                    sem.add_permits(arrived);
+                }
+                std::thread::sleep(Duration::from_micros(250));
+            }
+            sem.close();
+        })
+        .expect("start the pacer thread");
+    permits
+}
+
+/// Drives one phase: `rate` requests per second in all (None: as fast as answers come).
 async fn drive(load: &Load, kind: Kind, secs: u64, rate: Option<f64>, run: &str) -> Phase {
     let path = match kind {
         Kind::Baseline => "/switchboard/v1/echo",
@@ -559,28 +605,26 @@ async fn drive(load: &Load, kind: Kind, secs: u64, rate: Option<f64>, run: &str)
     let counter = load.next.clone();
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(secs);
+    let permits = rate.map(|r| pace(r, deadline));
     let mut tasks = Vec::new();
-    for c in 0..conns {
-        let (addr, token, counter, errors, run) = (
+    for _ in 0..conns {
+        let (addr, token, counter, errors, run, permits) = (
             addr.to_string(),
             token.to_string(),
             counter.clone(),
             errors.clone(),
             run.to_string(),
+            permits.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await;
             let mut lat = Vec::with_capacity(1 << 16);
-            let interval = rate.map(|r| Duration::from_secs_f64(conns as f64 / r));
-            let mut next = Instant::now()
-                + interval.map_or(Duration::ZERO, |d| d.mul_f64(c as f64 / conns as f64));
             while Instant::now() < deadline {
-                if let Some(iv) = interval {
-                    let now = Instant::now();
-                    if next > now {
-                        tokio::time::sleep(next - now).await;
+                if let Some(permits) = &permits {
+                    match permits.acquire().await {
+                        Ok(p) => p.forget(),
+                        Err(_) => break, // the pacer closed it at the deadline
                     }
-                    next += iv;
                 }
                 let i = counter.fetch_add(1, Ordering::Relaxed);
                 let b = body(kind, i, contacts, &run);
@@ -925,7 +969,7 @@ fn main() {
     let base = results["1 baseline (echo)"].0.rps();
     let mut section = String::new();
     section.push_str(&format!(
-        "## {} contacts\n\nMachine: {}. Command: `{command}` ({} connections; {} s per phase, run as {ROUNDS} interleaved rounds of {slice} s (baseline, lookup, logging, again) saturated, then the same at half each saturated rate; load generator in the same process tree, sharing the cores).\n\n",
+        "## {} contacts\n\nMachine: {}. Command: `{command}` ({} connections; {} s per phase, run as {ROUNDS} interleaved rounds of {slice} s (baseline, lookup, logging, again) saturated, then the same at half each saturated rate, as Poisson arrivals; load generator in the same process tree, sharing the cores).\n\n",
         a.contacts,
         machine(),
         a.connections,
