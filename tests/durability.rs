@@ -292,22 +292,15 @@ async fn a_failing_call_fails_alone() {
     drop(damaged);
 
     // The repost and twenty new calls, all at once.
-    let c = client();
     let send = |ext: String| {
-        let (c, url, token) = (c.clone(), url.clone(), token.clone());
+        let (url, token) = (url.clone(), token.clone());
         tokio::spawn(async move {
-            let r = c
-                .post(&url)
-                .bearer_auth(&token)
-                .json(&inbound(&ext, "+12015550123", true))
-                .send()
-                .await
-                .unwrap();
-            let id = r
-                .headers()
+            let (status, headers, _) =
+                post(&url, &token, &inbound(&ext, "+12015550123", true)).await;
+            let id = headers
                 .get("x-switchboard-call-id")
                 .map(|v| v.to_str().unwrap().to_string());
-            (ext, r.status().as_u16(), id)
+            (ext, status, id)
         })
     };
     let mut others = vec![send("damaged".into())];

@@ -146,24 +146,32 @@ fn splitmix64(i: u64) -> u64 {
     z ^ (z >> 31)
 }
 
+/// Runs the `switchboard` CLI on `db`; returns its stdout, and panics with its stderr if it
+/// fails.
+fn cli(bin: &Path, db: &Path, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(args)
+        .args(["--db", &format!("sqlite://{}", db.display())])
+        .output()
+        .expect("run switchboard");
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The last line a CLI command printed (a token, for `token create`).
+fn last_line(out: &str) -> String {
+    out.lines().last().unwrap_or("").trim().to_string()
+}
+
 /// Seeds `db` by `switchboard import` and times it. With `profile`, imports the same file once
 /// more into a scratch database under `perf record`, so that the timed figure carries no
 /// sampling cost; returns the profile's summary too.
 fn seed(bin: &Path, db: &Path, contacts: u64, profile: bool) -> (f64, f64, Option<String>) {
-    let url = format!("sqlite://{}", db.display());
-    let run = |args: &[&str]| {
-        let out = Command::new(bin)
-            .args(args)
-            .args(["--db", &url])
-            .output()
-            .expect("run switchboard");
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
-    };
+    let run = |args: &[&str]| cli(bin, db, args);
     run(&["portal", "create", "--id", "777", "--default-region", "US"]);
     let csv = db.with_extension("csv");
     {
@@ -205,20 +213,11 @@ fn seed(bin: &Path, db: &Path, contacts: u64, profile: bool) -> (f64, f64, Optio
 fn profile_import(bin: &Path, db: &Path, csv: &Path) -> Option<String> {
     let scratch = db.with_extension("profile.db");
     let url = format!("sqlite://{}", scratch.display());
-    let created = Command::new(bin)
-        .args([
-            "portal",
-            "create",
-            "--id",
-            "777",
-            "--default-region",
-            "US",
-            "--db",
-            &url,
-        ])
-        .output()
-        .ok()?;
-    assert!(created.status.success(), "portal create for the profile");
+    cli(
+        bin,
+        &scratch,
+        &["portal", "create", "--id", "777", "--default-region", "US"],
+    );
     let data = db.with_extension("import.perf");
     eprintln!(
         "profiling a second import of the same file into {}",
@@ -384,21 +383,7 @@ impl Conn {
 /// (served by the phones index) against a search that must scan every contact.
 fn search_bench(bin: &Path, dir: &Path, contacts: u64, out: &Path) {
     let db = dir.join("search.db");
-    let url = format!("sqlite://{}", db.display());
-    let cli = |args: &[&str]| {
-        let o = Command::new(bin)
-            .args(args)
-            .args(["--db", &url])
-            .output()
-            .unwrap();
-        assert!(o.status.success());
-        String::from_utf8_lossy(&o.stdout)
-            .lines()
-            .last()
-            .unwrap_or("")
-            .trim()
-            .to_string()
-    };
+    let cli = |args: &[&str]| last_line(&cli(bin, &db, args));
     cli(&["portal", "create", "--id", "778"]);
     let token = cli(&[
         "token",
@@ -787,27 +772,18 @@ fn main() {
     } else {
         (0.0, 0.0, None)
     };
-    let token = {
-        let out = Command::new(&bin)
-            .args([
-                "token",
-                "create",
-                "--portal",
-                "777",
-                "--scopes",
-                "crm.objects.contacts.write",
-                "--db",
-                &format!("sqlite://{}", db.display()),
-            ])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .last()
-            .unwrap()
-            .trim()
-            .to_string()
-    };
+    let token = last_line(&cli(
+        &bin,
+        &db,
+        &[
+            "token",
+            "create",
+            "--portal",
+            "777",
+            "--scopes",
+            "crm.objects.contacts.write",
+        ],
+    ));
     let server = start(&bin, &db);
     eprintln!(
         "server up in {:.2}s at {}",
