@@ -227,6 +227,22 @@ async fn each_answer_waits_for_a_sync_after_its_commit() {
         total(&after, "callBatchSyncMicros") >= 4 * 300_000,
         "{after}"
     );
+    // Where the calls waited: every call's commit-to-sync wait holds at least one delayed
+    // sync, and the parts (queue, transaction, sync wait) fit inside each call's total.
+    let waited = |k: &str| total(&after, k) - total(&before, k);
+    let (queue, transaction, sync_wait, all) = (
+        waited("callQueueMicros"),
+        waited("callTransactionMicros"),
+        waited("callSyncWaitMicros"),
+        waited("callTotalMicros"),
+    );
+    assert!(sync_wait >= 19 * 300_000, "{after}");
+    assert!(transaction > 0, "{after}");
+    assert!(queue + transaction + sync_wait <= all, "{after}");
+    assert!(
+        all < 19 * 4 * 300_000,
+        "no call waited for four syncs: {after}"
+    );
     server.stop();
 }
 

@@ -1068,6 +1068,10 @@ struct BatchFigures {
     wal_pages: f64,
     syncs: f64,
     sync_us: f64,
+    queue_us: f64,
+    transaction_us: f64,
+    sync_wait_us: f64,
+    total_us: f64,
 }
 
 impl BatchFigures {
@@ -1081,6 +1085,10 @@ impl BatchFigures {
             wal_pages: d("callBatchWalPages"),
             syncs: d("callBatchSyncs"),
             sync_us: d("callBatchSyncMicros"),
+            queue_us: d("callQueueMicros"),
+            transaction_us: d("callTransactionMicros"),
+            sync_wait_us: d("callSyncWaitMicros"),
+            total_us: d("callTotalMicros"),
         }
     }
 
@@ -1099,6 +1107,22 @@ impl BatchFigures {
             self.syncs,
             self.sync_us / self.syncs.max(1.0),
             self.calls / self.syncs.max(1.0),
+        ) + &self.waits()
+    }
+
+    /// Where the average logged call's time in the store went (`callQueueMicros` and the
+    /// rest): the waits a CPU profile does not show.
+    fn waits(&self) -> String {
+        let per = |us: f64| us / self.calls.max(1.0);
+        let (total, queue, tx, sync) = (
+            per(self.total_us),
+            per(self.queue_us),
+            per(self.transaction_us),
+            per(self.sync_wait_us),
+        );
+        format!(
+            "\nWhere a logged call's time in the store went, on average (`callQueueMicros`, `callTransactionMicros`, `callSyncWaitMicros` and `callTotalMicros` of `/switchboard/v1/info`): {total:.0} µs from its hand-over to the writer until the request's task had the answer: {queue:.0} µs queued for the writer, {tx:.0} µs in its transaction, {sync:.0} µs from the commit until the sync that covers it had finished (waiting for the sync before it, then its own), and {:.0} µs until the woken task ran.\n",
+            total - queue - tx - sync
         )
     }
 }

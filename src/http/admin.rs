@@ -75,6 +75,13 @@ pub struct Info {
     /// WAL syncs that made the logged calls (and import batches) durable, and their time.
     pub call_batch_syncs: u64,
     pub call_batch_sync_micros: u64,
+    /// Where logged calls waited, summed over the calls (`store::CallBatchStats`): queued for
+    /// the writer, in their transaction, from the commit until synced, and in all until the
+    /// request had its answer.
+    pub call_queue_micros: u64,
+    pub call_transaction_micros: u64,
+    pub call_sync_wait_micros: u64,
+    pub call_total_micros: u64,
 }
 
 #[utoipa::path(get, path = "/switchboard/v1/info", tag = "Switchboard", responses((status = 200, body = Info)))]
@@ -101,6 +108,10 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         call_batch_wal_pages: batches.wal_pages,
         call_batch_syncs: batches.syncs,
         call_batch_sync_micros: batches.sync_micros,
+        call_queue_micros: batches.call_queue_micros,
+        call_transaction_micros: batches.call_transaction_micros,
+        call_sync_wait_micros: batches.call_sync_wait_micros,
+        call_total_micros: batches.call_total_micros,
     })
 }
 

@@ -294,6 +294,15 @@ pub struct CallBatchStats {
     /// began), and the time they took.
     pub syncs: u64,
     pub sync_micros: u64,
+    /// Where a logged call's wait went, summed over the calls (the CPU profiles above cannot
+    /// show waiting): from its hand-over to the writer until its transaction began; in its
+    /// transaction; from the commit until the sync that covers it had finished; and in all,
+    /// from the hand-over until the request's task had its answer, so that what is left is
+    /// the time the woken task waited for a worker.
+    pub call_queue_micros: u64,
+    pub call_transaction_micros: u64,
+    pub call_sync_wait_micros: u64,
+    pub call_total_micros: u64,
 }
 
 /// A number a portal never matches (its own main line, a carrier's test number).

@@ -354,7 +354,8 @@ pub struct ImportJob {
 }
 
 enum Job {
-    LogCall(CallLog, CallReply),
+    /// The call, where its answer goes, and when it was handed over.
+    LogCall(CallLog, CallReply, Instant),
     Import(ImportJob, oneshot::Sender<StoreResult<Vec<i64>>>),
 }
 
@@ -374,6 +375,15 @@ struct BatchCounters {
     commit_micros: AtomicU64,
     wal_pages: AtomicU64,
     sync: Arc<SyncCounters>,
+    /// Per call, summed (see [`CallBatchStats`]).
+    queue_micros: AtomicU64,
+    transaction_micros: AtomicU64,
+    sync_wait_micros: AtomicU64,
+    total_micros: AtomicU64,
+}
+
+fn micros(d: Duration) -> u64 {
+    d.as_micros() as u64
 }
 
 impl BatchCounters {
@@ -393,6 +403,8 @@ impl BatchCounters {
         self.commit_micros
             .fetch_add((done - committing).as_micros() as u64, Relaxed);
         self.wal_pages.fetch_add(pages, Relaxed);
+        self.transaction_micros
+            .fetch_add(micros(done - started) * calls as u64, Relaxed);
     }
 }
 
@@ -439,12 +451,16 @@ impl Writer {
                         checkpoint_at_limit(&conn);
                     }
                     match job {
-                        Job::LogCall(call, reply) => {
+                        Job::LogCall(call, reply, queued) => {
                             let mut calls = vec![(call, reply)];
+                            let mut queued_micros = micros(queued.elapsed());
                             // Every call queued behind the last transaction joins this one.
                             while calls.len() < MAX_MERGED_CALLS {
                                 match rx.try_recv() {
-                                    Ok(Job::LogCall(call, reply)) => calls.push((call, reply)),
+                                    Ok(Job::LogCall(call, reply, queued)) => {
+                                        queued_micros += micros(queued.elapsed());
+                                        calls.push((call, reply));
+                                    }
                                     Ok(other) => {
                                         next = Some(other);
                                         break;
@@ -452,6 +468,7 @@ impl Writer {
                                     Err(_) => break,
                                 }
                             }
+                            counters.queue_micros.fetch_add(queued_micros, Relaxed);
                             log_merged(&mut conn, calls, &counters, &syncer);
                         }
                         Job::Import(job, reply) => match import_batch(&mut conn, &job) {
@@ -496,6 +513,10 @@ impl Writer {
             wal_pages: s.wal_pages.load(Relaxed),
             syncs: s.sync.syncs.load(Relaxed),
             sync_micros: s.sync.micros.load(Relaxed),
+            call_queue_micros: s.queue_micros.load(Relaxed),
+            call_transaction_micros: s.transaction_micros.load(Relaxed),
+            call_sync_wait_micros: s.sync_wait_micros.load(Relaxed),
+            call_total_micros: s.total_micros.load(Relaxed),
         }
     }
 
@@ -516,7 +537,12 @@ impl Writer {
     }
 
     pub async fn log_call(&self, call: CallLog) -> StoreResult<CallLogged> {
-        self.run(|reply| Job::LogCall(call, reply)).await
+        let handed = Instant::now();
+        let logged = self.run(|reply| Job::LogCall(call, reply, handed)).await?;
+        self.stats
+            .total_micros
+            .fetch_add(micros(handed.elapsed()), Relaxed);
+        Ok(logged)
     }
 
     pub async fn import_batch(&self, job: ImportJob) -> StoreResult<Vec<i64>> {
@@ -543,15 +569,19 @@ const MAX_MERGED_CALLS: usize = 256;
 fn log_merged(
     conn: &mut Connection,
     calls: Vec<(CallLog, CallReply)>,
-    stats: &BatchCounters,
+    stats: &Arc<BatchCounters>,
     syncer: &Syncer,
 ) {
     let (calls, mut replies): (Vec<CallLog>, Vec<CallReply>) = calls.into_iter().unzip();
     match log_calls(conn, &calls, stats) {
         Ok(logged) => {
             let committed = Instant::now();
+            let stats = stats.clone();
             syncer.after_sync(Box::new(move |synced| {
                 let waited = committed.elapsed();
+                stats
+                    .sync_wait_micros
+                    .fetch_add(micros(waited) * logged.len() as u64, Relaxed);
                 if waited > super::group_commit::SLOW {
                     tracing::warn!(
                         calls = logged.len(),
