@@ -1095,7 +1095,7 @@ impl BatchFigures {
     fn describe(&self) -> String {
         let n = self.batches.max(1.0);
         format!(
-            "\nGroup commit while calls were logged (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (writing the WAL), {:.1} WAL pages ({:.1} per call). The syncer thread made them durable in {:.0} WAL syncs of {:.0} µs each on average, {:.1} calls per sync.\n",
+            "\nGroup commit in the saturated logging rounds (the server's `callBatch*` totals of `/switchboard/v1/info`): {:.0} calls in {:.0} transactions, {:.1} calls per transaction; per transaction {:.0} µs of statements ({:.1} µs per call) and {:.0} µs of commit (writing the WAL), {:.1} WAL pages ({:.1} per call). The syncer thread made them durable in {:.0} WAL syncs of {:.0} µs each on average, {:.1} calls per sync.\n",
             self.calls,
             self.batches,
             self.calls / n,
@@ -1121,7 +1121,7 @@ impl BatchFigures {
             per(self.sync_wait_us),
         );
         format!(
-            "\nWhere a logged call's time in the store went, on average (`callQueueMicros`, `callTransactionMicros`, `callSyncWaitMicros` and `callTotalMicros` of `/switchboard/v1/info`): {total:.0} µs from its hand-over to the writer until the request's task had the answer: {queue:.0} µs queued for the writer, {tx:.0} µs in its transaction, {sync:.0} µs from the commit until the sync that covers it had finished (waiting for the sync before it, then its own), and {:.0} µs until the woken task ran.\n",
+            "\nWhere a logged call's time in the store went in those rounds, on average (`callQueueMicros`, `callTransactionMicros`, `callSyncWaitMicros` and `callTotalMicros` of `/switchboard/v1/info`): {total:.0} µs from its hand-over to the writer until the request's task had the answer: {queue:.0} µs queued for the writer, {tx:.0} µs in its transaction, {sync:.0} µs from the commit until the sync that covers it had finished (waiting for the sync before it, then its own), and {:.0} µs until the woken task ran.\n",
             total - queue - tx - sync
         )
     }
