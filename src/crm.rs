@@ -365,7 +365,12 @@ pub fn parse_properties(
             Err(message) => errors.push(PropertyError {
                 property: name.clone(),
                 message,
-                code: "INVALID_PROPERTY_VALUE",
+                // HubSpot's own code for a malformed email, which integrations match on.
+                code: if def.name == "email" {
+                    "INVALID_EMAIL"
+                } else {
+                    "INVALID_PROPERTY_VALUE"
+                },
             }),
         }
     }
@@ -393,6 +398,9 @@ pub fn coerce_value(def: &PropertyDef, value: String) -> Result<String, String> 
     let name = &def.name;
     if value.is_empty() {
         return Ok(value);
+    }
+    if name == "email" {
+        return check_email(&value);
     }
     match def.kind.as_str() {
         "number" => value
@@ -424,6 +432,53 @@ pub fn coerce_value(def: &PropertyDef, value: String) -> Result<String, String> 
         }
         _ => Ok(value),
     }
+}
+
+/// A contact's email as HubSpot takes it, or why not: HubSpot refuses a malformed address
+/// (`INVALID_EMAIL`) rather than store a contact nobody can email or find by it. The check is
+/// the shape, not deliverability: one `@`, a name before it, and a domain of dot-separated
+/// labels after it. Surrounding spaces are dropped, as a pasted cell often has them.
+pub fn check_email(value: &str) -> Result<String, String> {
+    let email = value.trim();
+    let invalid = |why: &str| Err(format!("Email address \"{value}\" is invalid: {why}"));
+    let Some((local, domain)) = email.split_once('@') else {
+        return invalid("it has no @");
+    };
+    if domain.contains('@') {
+        return invalid("it has more than one @");
+    }
+    if let Some(c) = email.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        return invalid(&format!("it contains {c:?}"));
+    }
+    if local.is_empty() {
+        return invalid("nothing comes before the @");
+    }
+    if local.len() > 64 {
+        return invalid("the part before the @ is longer than 64 characters");
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return invalid("the part before the @ starts or ends with a dot, or has two in a row");
+    }
+    if let Some(c) = local.chars().find(|c| "()<>[]\\,;:\"".contains(*c)) {
+        return invalid(&format!("{c:?} is not allowed before the @"));
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return invalid("the domain after the @ has no dot, as in example.com");
+    }
+    for label in &labels {
+        let ok = !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && label.chars().all(|c| c.is_alphanumeric() || c == '-');
+        if !ok {
+            return invalid(&format!(
+                "\"{label}\" is not a domain label (letters, digits and inner hyphens)"
+            ));
+        }
+    }
+    Ok(email.to_string())
 }
 
 /// The derived properties for one phone property: (E.164, country code, searchable digits).

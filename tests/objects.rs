@@ -859,3 +859,139 @@ async fn associations_and_owners() {
     .await;
     assert_eq!(s, 404, "a user id is not an owner id");
 }
+
+/// A malformed email is refused wherever a contact's email is written (create, update, an
+/// upsert that creates by email, an import row), with HubSpot's `INVALID_EMAIL`; the bad forms
+/// are made from good addresses by one mutation each, so every rule is exercised.
+#[tokio::test]
+async fn malformed_emails_are_refused_wherever_an_email_is_written() {
+    let db = Db::new();
+    db.portal(9, "US");
+    let token = db.token(9, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let contacts = server.url("/crm/v3/objects/contacts");
+    let good = [
+        "ada@example.com",
+        "ada.lovelace+calls@mail.example.co.uk",
+        "o'brien_2@sub-domain.example.org",
+        "zoë@exämple.de",
+    ];
+    type Mutation = fn(&str) -> String;
+    let mutations: [(&str, Mutation); 9] = [
+        ("no @", |e| e.replace('@', "")),
+        ("two @", |e| e.replacen('@', "@@", 1)),
+        ("a space", |e| e.replacen('@', " @", 1)),
+        ("no name", |e| e[e.find('@').unwrap()..].to_string()),
+        ("no dot in the domain", |e| {
+            format!("{}@localhost", &e[..e.find('@').unwrap()])
+        }),
+        ("an empty label", |e| {
+            e.replacen('.', "..", e.matches('.').count())
+        }),
+        ("a hyphen at a label's start", |e| e.replacen('@', "@-", 1)),
+        ("a dot before the @", |e| e.replacen('@', ".@", 1)),
+        ("a comma", |e| e.replacen('@', ",x@", 1)),
+    ];
+    let mut n = 0;
+    for email in good {
+        let id = create(
+            &server,
+            &token,
+            "contacts",
+            json!({"email": format!(" {email} ")}),
+        )
+        .await;
+        let (_, c) = get(&format!("{contacts}/{id}?properties=email"), &token).await;
+        assert_eq!(c["properties"]["email"], email, "stored trimmed: {c}");
+        for (what, mutate) in &mutations {
+            let bad = mutate(email);
+            n += 1;
+            let check = |e: &Value, field: &str| {
+                let codes: Vec<&str> = e["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["code"].as_str())
+                    .collect();
+                assert!(codes.contains(&"INVALID_EMAIL"), "{what}: {bad:?}: {e}");
+                assert!(
+                    error_fields(e, "VALIDATION_ERROR").contains(&field.to_string()),
+                    "{e}"
+                );
+                assert!(
+                    e["message"].as_str().unwrap().contains("Email address"),
+                    "{e}"
+                );
+            };
+            let (s, _, e) = post(&contacts, &token, &json!({"properties": {"email": bad}})).await;
+            assert_eq!(s, 400, "create with {what}: {bad:?}: {e}");
+            check(&e, "properties.email");
+            let (s, e) = patch(
+                &format!("{contacts}/{id}"),
+                &token,
+                &json!({"properties": {"email": bad}}),
+            )
+            .await;
+            assert_eq!(s, 400, "update with {what}: {bad:?}: {e}");
+            check(&e, "properties.email");
+            let (s, _, e) = post(
+                &server.url("/crm/v3/objects/contacts/batch/upsert"),
+                &token,
+                &json!({"inputs": [{"id": bad, "idProperty": "email", "properties": {"firstname": "X"}}]}),
+            )
+            .await;
+            assert_eq!(s, 207, "upsert by {what}: {bad:?}: {e}");
+            assert_eq!(e["numErrors"], 1, "{e}");
+        }
+        let (_, c) = get(&format!("{contacts}/{id}?properties=email"), &token).await;
+        assert_eq!(
+            c["properties"]["email"], email,
+            "unchanged by the refused updates: {c}"
+        );
+    }
+    let (_, all) = get(&format!("{contacts}?limit=100"), &token).await;
+    assert_eq!(
+        all["results"].as_array().unwrap().len(),
+        good.len(),
+        "{n} refused: {all}"
+    );
+
+    // An import sends the same rows to its reject file, with their lines and the reason.
+    let csv = db.dir.path().join("emails.csv");
+    let mut rows = vec!["Email,First Name".to_string()];
+    let mut bad_lines = Vec::new();
+    for (i, (_, mutate)) in mutations.iter().enumerate() {
+        rows.push(format!("ok{i}@import.example,Good"));
+        rows.push(format!(
+            "\"{}\",Bad",
+            mutate(&format!("bad{i}@import.example"))
+        ));
+        bad_lines.push(rows.len() as u64);
+    }
+    std::fs::write(&csv, rows.join("\n") + "\n").unwrap();
+    let out = db.cli(&[
+        "import",
+        "contacts",
+        "--portal",
+        "9",
+        csv.to_str().unwrap(),
+        "--quiet",
+    ]);
+    assert!(
+        out.contains(&format!("imported {} rows", mutations.len())),
+        "{out}"
+    );
+    let rejects = std::fs::read_to_string(db.dir.path().join("emails.csv.rejects.csv")).unwrap();
+    let lines: Vec<u64> = rejects
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lines, bad_lines, "{rejects}");
+    assert_eq!(
+        rejects.matches("Email address").count(),
+        mutations.len(),
+        "{rejects}"
+    );
+    server.stop();
+}

@@ -303,7 +303,22 @@ async fn upsert_or_update(
                     .map(|r| (r, false)),
                 None if upsert => {
                     if let Some(p) = id_property.as_deref().filter(|p| *p != "hs_object_id") {
-                        props.insert(p.to_string(), Some(id.clone()));
+                        // The id becomes the new record's value of that property, so it is
+                        // checked as one (an upsert by email must not store a malformed email).
+                        let value = match catalog.get(p) {
+                            Some(def) => {
+                                crate::crm::coerce_value(&def, id.clone()).map_err(|m| {
+                                    let code = if p == "email" {
+                                        "INVALID_EMAIL"
+                                    } else {
+                                        "INVALID_PROPERTY_VALUE"
+                                    };
+                                    ApiError::field("id", code, m)
+                                })?
+                            }
+                            None => id.clone(),
+                        };
+                        props.insert(p.to_string(), Some(value));
                         records::create(&state, auth.portal_id, ty, props, vec![])
                             .await
                             .map(|r| (r, true))
