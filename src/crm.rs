@@ -365,12 +365,7 @@ pub fn parse_properties(
             Err(message) => errors.push(PropertyError {
                 property: name.clone(),
                 message,
-                // HubSpot's own code for a malformed email, which integrations match on.
-                code: if def.name == "email" {
-                    "INVALID_EMAIL"
-                } else {
-                    "INVALID_PROPERTY_VALUE"
-                },
+                code: value_error_code(&def),
             }),
         }
     }
@@ -431,6 +426,16 @@ pub fn coerce_value(def: &PropertyDef, value: String) -> Result<String, String> 
             }
         }
         _ => Ok(value),
+    }
+}
+
+/// The `errors[].code` of a value [`coerce_value`] refused: HubSpot's own code for a malformed
+/// email, which integrations match on, and a generic one for the rest.
+pub fn value_error_code(def: &PropertyDef) -> &'static str {
+    if def.name == "email" {
+        "INVALID_EMAIL"
+    } else {
+        "INVALID_PROPERTY_VALUE"
     }
 }
 

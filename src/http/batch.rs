@@ -308,12 +308,7 @@ async fn upsert_or_update(
                         let value = match catalog.get(p) {
                             Some(def) => {
                                 crate::crm::coerce_value(&def, id.clone()).map_err(|m| {
-                                    let code = if p == "email" {
-                                        "INVALID_EMAIL"
-                                    } else {
-                                        "INVALID_PROPERTY_VALUE"
-                                    };
-                                    ApiError::field("id", code, m)
+                                    ApiError::field("id", crate::crm::value_error_code(&def), m)
                                 })?
                             }
                             None => id.clone(),
