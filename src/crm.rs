@@ -77,8 +77,8 @@ const CONTACT_PROPERTIES: &[Builtin] = &[
     ("state", "string", "text", false),
     ("zip", "string", "text", false),
     ("country", "string", "text", false),
-    ("lifecyclestage", "string", "text", false),
-    ("hs_lead_status", "string", "text", false),
+    ("lifecyclestage", "enumeration", "radio", false),
+    ("hs_lead_status", "enumeration", "radio", false),
     ("hubspot_owner_id", "string", "text", false),
     ("associatedcompanyid", "number", "number", false),
     ("hs_object_id", "number", "number", true),
@@ -125,8 +125,8 @@ const COMPANY_PROPERTIES: &[Builtin] = &[
     ("description", "string", "textarea", false),
     ("numberofemployees", "number", "number", false),
     ("annualrevenue", "number", "number", false),
-    ("type", "string", "text", false),
-    ("lifecyclestage", "string", "text", false),
+    ("type", "enumeration", "select", false),
+    ("lifecyclestage", "enumeration", "radio", false),
     ("hubspot_owner_id", "string", "text", false),
     ("hs_object_id", "number", "number", true),
     ("createdate", "datetime", "date", true),
@@ -179,6 +179,45 @@ fn builtins(ty: ObjectType) -> &'static [Builtin] {
     }
 }
 
+/// The options of HubSpot's built-in dropdowns, as (label, internal value) in HubSpot's order:
+/// records store the value, and an export (so an import) gives the label.
+const LIFECYCLE_STAGES: &[(&str, &str)] = &[
+    ("Subscriber", "subscriber"),
+    ("Lead", "lead"),
+    ("Marketing Qualified Lead", "marketingqualifiedlead"),
+    ("Sales Qualified Lead", "salesqualifiedlead"),
+    ("Opportunity", "opportunity"),
+    ("Customer", "customer"),
+    ("Evangelist", "evangelist"),
+    ("Other", "other"),
+];
+const LEAD_STATUSES: &[(&str, &str)] = &[
+    ("New", "NEW"),
+    ("Open", "OPEN"),
+    ("In Progress", "IN_PROGRESS"),
+    ("Open Deal", "OPEN_DEAL"),
+    ("Unqualified", "UNQUALIFIED"),
+    ("Attempted to Contact", "ATTEMPTED_TO_CONTACT"),
+    ("Connected", "CONNECTED"),
+    ("Bad Timing", "BAD_TIMING"),
+];
+const COMPANY_TYPES: &[(&str, &str)] = &[
+    ("Prospect", "PROSPECT"),
+    ("Partner", "PARTNER"),
+    ("Reseller", "RESELLER"),
+    ("Vendor", "VENDOR"),
+    ("Other", "OTHER"),
+];
+
+fn builtin_options(ty: ObjectType, name: &str) -> &'static [(&'static str, &'static str)] {
+    match (ty, name) {
+        (ObjectType::Contact | ObjectType::Company, "lifecyclestage") => LIFECYCLE_STAGES,
+        (ObjectType::Contact, "hs_lead_status") => LEAD_STATUSES,
+        (ObjectType::Company, "type") => COMPANY_TYPES,
+        _ => &[],
+    }
+}
+
 fn builtin_def(b: &Builtin, ty: ObjectType) -> PropertyDef {
     PropertyDef {
         name: b.0.to_string(),
@@ -192,7 +231,16 @@ fn builtin_def(b: &Builtin, ty: ObjectType) -> PropertyDef {
             ObjectType::Call => "callinformation",
         }
         .to_string(),
-        options: vec![],
+        options: builtin_options(ty, b.0)
+            .iter()
+            .enumerate()
+            .map(|(i, (label, value))| PropertyOption {
+                label: label.to_string(),
+                value: value.to_string(),
+                display_order: i as i64,
+                hidden: false,
+            })
+            .collect(),
         read_only: b.3,
         hubspot_defined: true,
         created_at: None,

@@ -820,3 +820,125 @@ async fn a_server_builds_the_indexes_a_killed_bulk_load_left_out() {
         "every row exactly once"
     );
 }
+
+/// HubSpot's built-in dropdowns (a contact's lifecycle stage and lead status, a company's
+/// type) are enumerations with HubSpot's options: the properties API lists them, an export's
+/// labels import as their internal values, and a value that is no option is refused by the
+/// API and rejected by the import.
+#[tokio::test]
+async fn builtin_dropdowns_take_hubspot_options() {
+    let db = Db::new();
+    db.portal(67, "US");
+    let token = db.token(67, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let mut options = std::collections::BTreeMap::new();
+    for (ty, name) in [
+        ("contacts", "lifecyclestage"),
+        ("contacts", "hs_lead_status"),
+        ("companies", "type"),
+        ("companies", "lifecyclestage"),
+    ] {
+        let (s, p) = get(
+            &server.url(&format!("/crm/v3/properties/{ty}/{name}")),
+            &token,
+        )
+        .await;
+        assert_eq!(s, 200, "{p}");
+        assert_eq!(p["type"], "enumeration", "{p}");
+        let list: Vec<(String, String)> = p["options"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|o| {
+                (
+                    o["label"].as_str().unwrap().into(),
+                    o["value"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        options.insert((ty, name), list);
+    }
+    // The values integrations write, as HubSpot names them.
+    let values = |ty, name| -> Vec<String> {
+        options[&(ty, name)]
+            .iter()
+            .map(|(_, v)| v.clone())
+            .collect()
+    };
+    for (ty, name, value) in [
+        ("contacts", "lifecyclestage", "marketingqualifiedlead"),
+        ("contacts", "lifecyclestage", "customer"),
+        ("contacts", "hs_lead_status", "ATTEMPTED_TO_CONTACT"),
+        ("companies", "type", "PROSPECT"),
+    ] {
+        assert!(
+            values(ty, name).contains(&value.to_string()),
+            "{name}: {value}"
+        );
+    }
+
+    // Every option of both contact dropdowns, by label (as an export writes it), in lower case
+    // and by value; then one row whose stage is no option.
+    let stages = &options[&("contacts", "lifecyclestage")];
+    let statuses = &options[&("contacts", "hs_lead_status")];
+    let mut rows = Vec::new();
+    let mut expected = Vec::new();
+    for (i, (label, value)) in stages.iter().enumerate() {
+        let (status_label, status_value) = &statuses[i % statuses.len()];
+        for form in [label.clone(), label.to_lowercase(), value.clone()] {
+            let n = rows.len();
+            rows.push(format!("d{n}@example.com,{form},{status_label}"));
+            expected.push((n, value.clone(), status_value.clone()));
+        }
+    }
+    let good = rows.len();
+    rows.push(format!("d{good}@example.com,Champion,New"));
+    let csv = db.dir.path().join("stages.csv");
+    write_csv(&csv, "Email,Lifecycle Stage,Lead Status", rows.into_iter());
+    let out = import_contacts(&db, "67", &csv, "1000");
+    assert!(
+        out.contains(&format!("imported {good} rows, rejected 1")),
+        "{out}"
+    );
+    let rejects = std::fs::read_to_string(db.dir.path().join("stages.csv.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains(&format!("{},", good + 2))
+            && rejects.contains(r#"no option ""Champion"""#),
+        "{rejects}"
+    );
+    for (n, stage, status) in expected {
+        let (_, _, r) = post(
+            &server.url("/crm/v3/objects/contacts/search"),
+            &token,
+            &json!({"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": format!("d{n}@example.com")}]}], "properties": ["lifecyclestage", "hs_lead_status"]}),
+        )
+        .await;
+        let p = &r["results"][0]["properties"];
+        assert_eq!(
+            (p["lifecyclestage"].as_str(), p["hs_lead_status"].as_str()),
+            (Some(stage.as_str()), Some(status.as_str())),
+            "row d{n}: {r}"
+        );
+    }
+
+    // The API takes the values only, as HubSpot's does.
+    let contacts = server.url("/crm/v3/objects/contacts");
+    let (s, _, e) = post(
+        &contacts,
+        &token,
+        &json!({"properties": {"lifecyclestage": "Champion"}}),
+    )
+    .await;
+    assert_eq!(s, 400, "{e}");
+    assert!(
+        error_fields(&e, "VALIDATION_ERROR").contains(&"properties.lifecyclestage".to_string()),
+        "{e}"
+    );
+    let (s, _, e) = post(
+        &server.url("/crm/v3/objects/companies"),
+        &token,
+        &json!({"properties": {"name": "Acme", "type": values("companies", "type")[0]}}),
+    )
+    .await;
+    assert_eq!(s, 201, "{e}");
+}
