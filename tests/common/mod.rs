@@ -53,6 +53,26 @@ impl Db {
         String::from_utf8(out.stdout).expect("utf8")
     }
 
+    /// A quiet `switchboard import contacts` of `csv` into `portal` (with `extra` options)
+    /// whose summary counts `imported` and `rejected` rows; returns the reject file.
+    pub fn import_counted(
+        &self,
+        portal: &str,
+        csv: &std::path::Path,
+        extra: &[&str],
+        (imported, rejected): (usize, usize),
+    ) -> String {
+        let file = csv.to_str().unwrap();
+        let mut args = vec!["import", "contacts", "--portal", portal, file, "--quiet"];
+        args.extend_from_slice(extra);
+        let out = self.cli(&args);
+        assert!(
+            out.contains(&format!("imported {imported} rows, rejected {rejected}")),
+            "{out}"
+        );
+        std::fs::read_to_string(format!("{file}.rejects.csv")).expect("the reject file")
+    }
+
     /// Runs a CLI command that must fail, and returns its stderr.
     pub fn cli_fails(&self, args: &[&str]) -> String {
         let out = self.run_cli(args);
