@@ -50,6 +50,8 @@ const EXPORT_COLUMNS: &[(&str, &str)] = &[
     ("number of employees", "numberofemployees"),
     ("annual revenue", "annualrevenue"),
     ("description", "description"),
+    ("contact owner", "hubspot_owner_id"),
+    ("company owner", "hubspot_owner_id"),
 ];
 
 /// Columns of an export that are not properties to write.
@@ -57,8 +59,6 @@ const IGNORED_COLUMNS: &[&str] = &[
     "record id",
     "create date",
     "last modified date",
-    "contact owner",
-    "company owner",
     "associated company",
 ];
 
@@ -265,7 +265,11 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         .map_err(|e| format!("cannot read the header row: {e}"))?
         .clone();
     let (columns, unknown) = column_map(&headers, &catalog, &opts.map);
-    let plan = Plan::new(&columns, &catalog, region);
+    let users = store
+        .users(opts.portal_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    let plan = Plan::new(&columns, &catalog, region, Owners::of(&users));
     // A mistake in --map would reject every row, or silently import nothing from a column:
     // stop before anything is written instead.
     for (column, property) in &opts.map {
@@ -398,13 +402,20 @@ struct Plan {
     columns: Vec<Option<Result<PropertyDef, String>>>,
     /// The portal's default region, for numbers without a country code or a country.
     region: rlibphonenumber::Region,
+    owners: Owners,
 }
 
 impl Plan {
-    fn new(columns: &[Option<String>], catalog: &Catalog, region: rlibphonenumber::Region) -> Self {
+    fn new(
+        columns: &[Option<String>],
+        catalog: &Catalog,
+        region: rlibphonenumber::Region,
+        owners: Owners,
+    ) -> Self {
         Plan {
             object_type: catalog.object_type,
             region,
+            owners,
             columns: columns
                 .iter()
                 .map(|c| {
@@ -412,6 +423,47 @@ impl Plan {
                         .map(|p| catalog.check_writable(p).map_err(|e| e.message))
                 })
                 .collect(),
+        }
+    }
+}
+
+/// The portal's active owners by what an export's owner column may hold: HubSpot's exports write
+/// the owner's name ("Contact owner"), and its imports also take the owner's email or id.
+struct Owners {
+    /// Lower-cased email, full name or id → the owner id; `None` for a name two owners share.
+    by_key: HashMap<String, Option<i64>>,
+}
+
+impl Owners {
+    fn of(users: &[crate::store::User]) -> Self {
+        let mut by_key: HashMap<String, Option<i64>> = HashMap::new();
+        for u in users.iter().filter(|u| !u.archived) {
+            let name = format!("{} {}", u.first_name.trim(), u.last_name.trim());
+            for key in [u.email.to_lowercase(), u.owner_id.to_string()] {
+                by_key.insert(key, Some(u.owner_id));
+            }
+            by_key
+                .entry(name.trim().to_lowercase())
+                .and_modify(|id| {
+                    if *id != Some(u.owner_id) {
+                        *id = None;
+                    }
+                })
+                .or_insert(Some(u.owner_id));
+        }
+        Owners { by_key }
+    }
+
+    /// The owner id a cell names, or why it names none.
+    fn resolve(&self, cell: &str) -> Result<String, String> {
+        match self.by_key.get(&cell.trim().to_lowercase()) {
+            Some(Some(id)) => Ok(id.to_string()),
+            Some(None) => Err(format!(
+                "several owners are named \"{cell}\"; give the owner's email or id"
+            )),
+            None => Err(format!(
+                "no owner \"{cell}\" in this portal; give an owner's name, email or id (GET /crm/v3/owners)"
+            )),
         }
     }
 }
@@ -670,6 +722,12 @@ fn convert(record: &csv::StringRecord, plan: &Plan) -> Result<Converted, String>
             continue;
         }
         match def {
+            Ok(def) if def.name == "hubspot_owner_id" => match plan.owners.resolve(value) {
+                Ok(id) => {
+                    change.insert(def.name.clone(), Some(id));
+                }
+                Err(message) => errors.push(message),
+            },
             Ok(def) => match crm::coerce_value(def, import_value(def, value)) {
                 Ok(v) => {
                     change.insert(def.name.clone(), Some(v));

@@ -932,3 +932,91 @@ async fn builtin_dropdowns_take_hubspot_options() {
     .await;
     assert_eq!(s, 201, "{e}");
 }
+
+/// An export's owner column holds the owner's name; the import also takes an email or an owner
+/// id, and files `hubspot_owner_id`. A name nobody has, or one two owners share, is a reject.
+#[tokio::test]
+async fn owner_columns_resolve_names_emails_and_ids() {
+    let db = Db::new();
+    db.portal(68, "US");
+    let token = db.token(68, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let people = [
+        ("Ada", "Lovelace"),
+        ("Grace", "Hopper"),
+        ("Alan", "Turing"),
+        ("Alan", "Turing"),
+    ];
+    for (i, (first, last)) in people.iter().enumerate() {
+        let (s, _, u) = post(
+            &server.url("/settings/v3/users"),
+            &token,
+            &json!({"email": format!("{}.{i}@owners.example", first.to_lowercase()), "firstName": first, "lastName": last}),
+        )
+        .await;
+        assert_eq!(s, 201, "{u}");
+    }
+    let (_, owners) = get(&server.url("/crm/v3/owners?limit=100"), &token).await;
+    let owners: Vec<(String, String, String)> = owners["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| {
+            let name = format!(
+                "{} {}",
+                o["firstName"].as_str().unwrap(),
+                o["lastName"].as_str().unwrap()
+            );
+            (
+                o["id"].as_str().unwrap().into(),
+                o["email"].as_str().unwrap().into(),
+                name,
+            )
+        })
+        .collect();
+    assert_eq!(owners.len(), people.len());
+    // Each owner by name (upper-cased), by email and by id; the shared name only by email or id.
+    let mut rows = Vec::new();
+    let mut expected = Vec::new();
+    for (id, email, name) in &owners {
+        let shared = owners.iter().filter(|o| &o.2 == name).count() > 1;
+        let forms = if shared {
+            vec![email.clone(), id.clone()]
+        } else {
+            vec![name.to_uppercase(), email.clone(), id.clone()]
+        };
+        for form in forms {
+            let n = rows.len();
+            rows.push(format!("o{n}@example.com,{form}"));
+            expected.push((n, id.clone()));
+        }
+    }
+    let good = rows.len();
+    rows.push(format!("o{good}@example.com,Alan Turing"));
+    rows.push(format!("o{}@example.com,Nobody Here", good + 1));
+    let csv = db.dir.path().join("owners.csv");
+    write_csv(&csv, "Email,Contact owner", rows.into_iter());
+    let rejects = db.import_counted("68", &csv, &[], (good, 2));
+    let lines: Vec<&str> = rejects.lines().skip(1).collect();
+    assert!(
+        lines[0].starts_with(&format!("{},", good + 2)) && lines[0].contains("several owners"),
+        "{rejects}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{},", good + 3)) && lines[1].contains("no owner"),
+        "{rejects}"
+    );
+    for (n, owner) in expected {
+        let (_, _, r) = post(
+            &server.url("/crm/v3/objects/contacts/search"),
+            &token,
+            &json!({"filterGroups": [{"filters": [{"propertyName": "email", "operator": "EQ", "value": format!("o{n}@example.com")}]}], "properties": ["hubspot_owner_id"]}),
+        )
+        .await;
+        assert_eq!(
+            r["results"][0]["properties"]["hubspot_owner_id"].as_str(),
+            Some(owner.as_str()),
+            "row o{n}: {r}"
+        );
+    }
+}
