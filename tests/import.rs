@@ -822,10 +822,7 @@ async fn a_server_builds_the_indexes_a_killed_bulk_load_left_out() {
 /// API and rejected by the import.
 #[tokio::test]
 async fn builtin_dropdowns_take_hubspot_options() {
-    let db = Db::new();
-    db.portal(67, "US");
-    let token = db.token(67, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (db, token, server) = portal_server(67);
     let mut options = std::collections::BTreeMap::new();
     for (ty, name) in [
         ("contacts", "lifecyclestage"),
@@ -937,10 +934,7 @@ async fn builtin_dropdowns_take_hubspot_options() {
 /// id, and files `hubspot_owner_id`. A name nobody has, or one two owners share, is a reject.
 #[tokio::test]
 async fn owner_columns_resolve_names_emails_and_ids() {
-    let db = Db::new();
-    db.portal(68, "US");
-    let token = db.token(68, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (db, token, server) = portal_server(68);
     let people = [
         ("Ada", "Lovelace"),
         ("Grace", "Hopper"),

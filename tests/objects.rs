@@ -865,10 +865,7 @@ async fn associations_and_owners() {
 /// are made from good addresses by one mutation each, so every rule is exercised.
 #[tokio::test]
 async fn malformed_emails_are_refused_wherever_an_email_is_written() {
-    let db = Db::new();
-    db.portal(9, "US");
-    let token = db.token(9, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (db, token, server) = portal_server(9);
     let contacts = server.url("/crm/v3/objects/contacts");
     let good = [
         "ada@example.com",

@@ -113,6 +113,16 @@ pub struct Server {
     pub banner: Vec<String>,
 }
 
+/// A fresh database with one US portal, a token with [`WRITE_SCOPES`] and a server on it.
+/// Bind it as `let (db, token, server) = ...`: the server stops before the folder goes.
+pub fn portal_server(portal: i64) -> (Db, String, Server) {
+    let db = Db::new();
+    db.portal(portal, "US");
+    let token = db.token(portal, WRITE_SCOPES);
+    let server = Server::start(&db);
+    (db, token, server)
+}
+
 impl Server {
     pub fn start(db: &Db) -> Self {
         Self::start_with(db, &[])
