@@ -13,10 +13,7 @@ use tokio::sync::Mutex;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_call_survives_sigkill() {
-    let db = Db::new();
-    db.portal(700, "US");
-    let token = db.token(700, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (db, token, server) = portal_server(700);
     let url = server.url(INBOUND);
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -87,10 +84,7 @@ async fn every_acknowledged_call_survives_sigkill() {
 /// batch) however many calls are logged, instead of growing for as long as calls keep coming.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_wal_stays_bounded_under_sustained_logging() {
-    let db = Db::new();
-    db.portal(701, "US");
-    let token = db.token(701, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (db, token, server) = portal_server(701);
     // Callers in the CRM, so every call also writes associations at random places.
     let callers: Vec<String> = (0..200).map(|i| format!("+1201555{:04}", i * 37)).collect();
     for (i, n) in callers.iter().enumerate() {
@@ -287,10 +281,7 @@ fn unusable_database_urls_are_refused_with_a_reason() {
 /// repost of a call whose stored properties were damaged behind the server's back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_call_fails_alone() {
-    let db = Db::new();
-    db.portal(703, "US");
-    let token = db.token(703, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (db, token, server) = portal_server(703);
     let url = server.url(INBOUND);
     let (status, _, _) = post(&url, &token, &inbound("damaged", "+12015550123", true)).await;
     assert_eq!(status, 200);

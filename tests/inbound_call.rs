@@ -75,10 +75,7 @@ async fn demo_seed_example_call_matches_the_seeded_contact() {
 
 #[tokio::test]
 async fn every_validation_failure_gets_a_400_naming_the_field() {
-    let db = Db::new();
-    db.portal(101, "US");
-    let token = db.token(101, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (_db, token, server) = portal_server(101);
     let url = server.url(INBOUND);
     let valid = inbound("v-1", "+442079460958", false);
     let (s, _, _) = post(&url, &token, &valid).await;
@@ -271,10 +268,7 @@ async fn auth_errors_are_401_and_403() {
 
 #[tokio::test]
 async fn a_logged_call_has_hubspots_properties_and_associations_and_reposts_update_it() {
-    let db = Db::new();
-    db.portal(103, "US");
-    let token = db.token(103, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (_db, token, server) = portal_server(103);
     let (s, _, user) = post(
         &server.url("/settings/v3/users"),
         &token,
@@ -445,10 +439,7 @@ async fn a_logged_call_has_hubspots_properties_and_associations_and_reposts_upda
 
 #[tokio::test]
 async fn withheld_callers_are_logged_without_matches() {
-    let db = Db::new();
-    db.portal(104, "US");
-    let token = db.token(104, WRITE_SCOPES);
-    let server = Server::start(&db);
+    let (_db, token, server) = portal_server(104);
     for (i, w) in [
         "anonymous",
         "PRIVATE",

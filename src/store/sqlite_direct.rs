@@ -399,9 +399,9 @@ impl BatchCounters {
         self.batches.fetch_add(1, Relaxed);
         self.calls.fetch_add(calls as u64, Relaxed);
         self.statement_micros
-            .fetch_add((committing - started).as_micros() as u64, Relaxed);
+            .fetch_add(micros(committing - started), Relaxed);
         self.commit_micros
-            .fetch_add((done - committing).as_micros() as u64, Relaxed);
+            .fetch_add(micros(done - committing), Relaxed);
         self.wal_pages.fetch_add(pages, Relaxed);
         self.transaction_micros
             .fetch_add(micros(done - started) * calls as u64, Relaxed);
