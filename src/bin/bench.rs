@@ -205,7 +205,10 @@ fn seed(bin: &Path, db: &Path, contacts: u64, profile: bool) -> (f64, f64, Optio
     let secs = t.elapsed().as_secs_f64();
     eprintln!("seeded: {}", out.trim());
     let profiled = profile.then(|| profile_import(bin, db, &csv)).flatten();
-    std::fs::remove_file(&csv).ok();
+    // BENCH_KEEP_CSV=1 keeps the file, to time imports of it again by hand.
+    if std::env::var_os("BENCH_KEEP_CSV").is_none() {
+        std::fs::remove_file(&csv).ok();
+    }
     (secs, contacts as f64 / secs, profiled)
 }
 

@@ -373,9 +373,6 @@ fn status_name(s: FinalCallStatus) -> String {
         .unwrap_or_default()
 }
 
-/// Association type ids, call → record and record → call (§4.3).
-const CALL_TO_CONTACT: (i64, i64) = (194, 193);
-const CALL_TO_COMPANY: (i64, i64) = (182, 181);
 /// contact → company, primary.
 const PRIMARY_COMPANY: i64 = 1;
 
@@ -390,14 +387,7 @@ fn choose_associations(
     mode: AssociateMode,
     matches: &[Match],
 ) -> (Vec<CallAssociation>, Option<CompanyChoice>) {
-    let assoc = |m: &Match| {
-        let (a, b) = if m.record.object_type == ObjectType::Contact {
-            CALL_TO_CONTACT
-        } else {
-            CALL_TO_COMPANY
-        };
-        (m.record.object_type, m.record.id, a, b)
-    };
+    let assoc = |m: &Match| (m.record.object_type, m.record.id);
     match mode {
         AssociateMode::None => (Vec::new(), None),
         AssociateMode::All => (matches.iter().map(assoc).collect(), None),
@@ -415,7 +405,6 @@ fn choose_associations(
                     contacts: Vec::new(),
                     fallback: Some(id),
                     primary_type: PRIMARY_COMPANY,
-                    type_ids: CALL_TO_COMPANY,
                 });
                 return (Vec::new(), choice);
             };
@@ -435,7 +424,6 @@ fn choose_associations(
                     contacts: tied,
                     fallback: best_company,
                     primary_type: PRIMARY_COMPANY,
-                    type_ids: CALL_TO_COMPANY,
                 }),
             )
         }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 pub mod bulk;
+pub mod call_links;
 pub mod group_commit;
 pub mod pcache;
 pub mod sqlite;
@@ -251,9 +252,9 @@ pub struct CallLog {
     pub at: i64,
 }
 
-/// A record a logged call is associated with: (type, id, call → record type id, record → call
-/// type id).
-pub type CallAssociation = (ObjectType, i64, i64, i64);
+/// A record a logged call is associated with: (type, id). The type ids are HubSpot's defaults
+/// for the pair ([`call_links::call_type_ids`]).
+pub type CallAssociation = (ObjectType, i64);
 
 /// The company a call goes to: the primary company the `contacts` all share, else
 /// `fallback`. Resolved by the writer inside the batch's transaction, on pages its cache holds,
@@ -266,8 +267,6 @@ pub struct CompanyChoice {
     pub fallback: Option<i64>,
     /// The contact → company association type that marks a primary company.
     pub primary_type: i64,
-    /// (call → company, company → call) association type ids.
-    pub type_ids: (i64, i64),
 }
 
 #[derive(Debug, Clone, Copy)]

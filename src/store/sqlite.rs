@@ -9,6 +9,7 @@
 //! reads, call and import batches, the start-up index load) are in `sqlite_direct.rs`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +20,7 @@ use sqlx::sqlite::{
 use sqlx::{Row, Sqlite, Transaction};
 
 use super::bulk;
+use super::call_links::{self, CallLinks, Link};
 use super::sqlite_direct::{self, ImportJob, Writer};
 use super::*;
 
@@ -32,6 +34,8 @@ pub struct SqliteStore {
     /// The file, for the direct connections of `sqlite_direct.rs`.
     path: String,
     writer: Writer,
+    /// Each record's calls: the side of call associations the table does not keep.
+    links: Arc<CallLinks>,
     /// The lock file (`bulk.rs`), held shared while this store serves.
     serving: std::sync::Mutex<Option<std::fs::File>>,
     /// The lock file, held exclusively while a bulk load has the indexes dropped.
@@ -62,11 +66,22 @@ impl SqliteStore {
             .connect_with(opts)
             .await?;
         MIGRATOR.run(&pool).await?;
-        let writer = Writer::open(file)?;
+        let links = Arc::new(CallLinks::default());
+        let mut batch = Vec::new();
+        sqlite_direct::call_link_rows(file, |l| {
+            batch.push(l);
+            if batch.len() == 4096 {
+                links.add(&batch);
+                batch.clear();
+            }
+        })?;
+        links.add(&batch);
+        let writer = Writer::open(file, links.clone())?;
         Ok(SqliteStore {
             pool,
             path: file.to_string(),
             writer,
+            links,
             serving: std::sync::Mutex::new(None),
             loading: std::sync::Mutex::new(None),
         })
@@ -288,13 +303,16 @@ async fn write_history(
     Ok(())
 }
 
-/// Association rows, in multi-row statements.
+/// Association rows, in multi-row statements. A record's row to a call is written as the
+/// call's row (`call_links.rs`); returns the links to add to the map once the transaction
+/// commits.
 async fn insert_associations(
     tx: &mut Transaction<'_, Sqlite>,
     portal_id: i64,
     pairs: &[Association],
-) -> StoreResult<()> {
-    for chunk in pairs.chunks(MULTI_ROW_CHUNK) {
+) -> StoreResult<Vec<Link>> {
+    let (rows, links) = call_links::rows_to_write(pairs);
+    for chunk in rows.chunks(MULTI_ROW_CHUNK) {
         let sql = values_sql(
             "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category) VALUES ",
             7,
@@ -313,7 +331,7 @@ async fn insert_associations(
         }
         q.execute(&mut **tx).await?;
     }
-    Ok(())
+    Ok(links)
 }
 
 #[async_trait]
@@ -470,8 +488,9 @@ impl Store for SqliteStore {
                 ..a.clone()
             })
             .collect();
-        insert_associations(&mut tx, portal_id, &pairs).await?;
+        let links = insert_associations(&mut tx, portal_id, &pairs).await?;
         tx.commit().await?;
+        self.links.add(&links);
         Ok(Record {
             id,
             object_type,
@@ -739,8 +758,9 @@ impl Store for SqliteStore {
 
     async fn associate(&self, portal_id: i64, pairs: &[Association]) -> StoreResult<()> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        insert_associations(&mut tx, portal_id, pairs).await?;
+        let links = insert_associations(&mut tx, portal_id, pairs).await?;
         tx.commit().await?;
+        self.links.add(&links);
         Ok(())
     }
 
@@ -750,11 +770,34 @@ impl Store for SqliteStore {
         from_id: i64,
         to_type: ObjectType,
     ) -> StoreResult<Vec<Association>> {
-        sqlite_direct::associations(&self.path, portal_id, from_id, to_type)
+        if to_type != ObjectType::Call {
+            return sqlite_direct::associations(&self.path, portal_id, from_id, to_type);
+        }
+        let links = self.links.of_record(from_id);
+        let calls: Vec<i64> = links.iter().map(|l| l.call).collect();
+        let live = sqlite_direct::live_ids(&self.path, portal_id, &calls)?;
+        Ok(links
+            .iter()
+            .filter(|l| live.contains(&l.call))
+            .map(Link::record_row)
+            .collect())
     }
 
     async fn latest_calls(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
-        sqlite_direct::latest_calls(&self.path, portal_id, ids)
+        let candidates: Vec<(i64, Vec<i64>)> = ids
+            .iter()
+            .map(|&id| {
+                let calls = self
+                    .links
+                    .of_record(id)
+                    .iter()
+                    .rev()
+                    .map(|l| l.call)
+                    .collect();
+                (id, calls)
+            })
+            .collect();
+        sqlite_direct::latest_calls(&self.path, portal_id, &candidates)
     }
 
     async fn log_call(&self, call: CallLog) -> StoreResult<CallLogged> {
@@ -824,6 +867,13 @@ impl Store for SqliteStore {
             .iter()
             .map(phone_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
+        // A call's rows name the records whose links to it go with it.
+        let linked: Vec<i64> = sqlx::query_scalar(
+            "SELECT to_id FROM associations WHERE from_id = $1 AND from_type = '0-48'",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
         for sql in [
             "DELETE FROM phones WHERE object_id = $1",
             "DELETE FROM property_history WHERE object_id = $1",
@@ -832,6 +882,10 @@ impl Store for SqliteStore {
             sqlx::query(sql).bind(id).execute(&mut *tx).await?;
         }
         tx.commit().await?;
+        for record in linked {
+            self.links.remove(record, id);
+        }
+        self.links.forget(id);
         Ok(old)
     }
 
@@ -892,6 +946,8 @@ impl Store for SqliteStore {
         .bind(types.map(|t| t.1))
         .execute(&self.pool)
         .await?;
+        // Between a call and a record there is one type, so any removal between the two is it.
+        self.links.remove(from_id, to_id);
         Ok(())
     }
 

@@ -20,7 +20,7 @@
 //! lock.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::c_int;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, mpsc};
@@ -31,6 +31,7 @@ use rusqlite::hooks::Wal;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use tokio::sync::oneshot;
 
+use super::call_links::{self, CallLinks, Link};
 use super::group_commit::{SyncCounters, Syncer};
 use super::sqlite::{
     PENDING_IMPORT, PENDING_INTEGRATION, history_changes, history_source, pending_source,
@@ -156,26 +157,72 @@ pub fn associations(
     })
 }
 
-/// Each record's highest live associated call id. Call ids grow in the order calls are logged,
-/// so this is its most recent call; the association key `(from_id, to_type, to_id)` makes it
-/// one seek from the end of the record's calls.
-pub fn latest_calls(path: &str, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
+/// Which of `ids` are live records of the portal: the map of `call_links.rs` names a record's
+/// calls, and this is the join with `objects` that the SQL read of them had.
+pub fn live_ids(path: &str, portal_id: i64, ids: &[i64]) -> StoreResult<HashSet<i64>> {
     with_reader(path, |conn| {
         let mut stmt = conn.prepare_cached(
-            "SELECT a.to_id FROM associations a JOIN objects o ON o.id = a.to_id
-             WHERE a.from_id = ?1 AND a.to_type = ?2 AND a.portal_id = ?3 AND o.archived = 0
-             ORDER BY a.to_id DESC LIMIT 1",
+            "SELECT 1 FROM objects WHERE id = ?1 AND portal_id = ?2 AND archived = 0",
         )?;
-        let mut out = Vec::with_capacity(ids.len());
+        let mut out = HashSet::new();
         for &id in ids {
-            let call: Option<i64> = stmt
-                .query_row(params![id, ObjectType::Call.type_id(), portal_id], |r| {
-                    r.get(0)
-                })
-                .optional()?;
-            out.extend(call.map(|c| (id, c)));
+            if stmt.exists(params![id, portal_id])? {
+                out.insert(id);
+            }
         }
         Ok(out)
+    })
+}
+
+/// Each record's highest live call among `candidates` (a record and its calls, highest first).
+/// Call ids grow in the order calls are logged, so this is its most recent call; the first
+/// live one ends the search.
+pub fn latest_calls(
+    path: &str,
+    portal_id: i64,
+    candidates: &[(i64, Vec<i64>)],
+) -> StoreResult<Vec<(i64, i64)>> {
+    with_reader(path, |conn| {
+        let mut stmt = conn.prepare_cached(
+            "SELECT 1 FROM objects WHERE id = ?1 AND portal_id = ?2 AND archived = 0",
+        )?;
+        let mut out = Vec::with_capacity(candidates.len());
+        for (record, calls) in candidates {
+            for &call in calls {
+                if stmt.exists(params![call, portal_id])? {
+                    out.push((*record, call));
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    })
+}
+
+/// Every call's row of a call association (`call_links.rs`), in key order: what the map of
+/// records' calls is built from when the store opens.
+pub fn call_link_rows(path: &str, mut each: impl FnMut(Link)) -> StoreResult<()> {
+    with_reader(path, |conn| {
+        let mut stmt = conn.prepare(
+            "SELECT from_id, to_id, to_type, category FROM associations WHERE from_type = '0-48'",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let to_type: String = r.get(2)?;
+            let Some(record_type) = ObjectType::from_type_id(&to_type) else {
+                continue;
+            };
+            if call_links::call_type_ids(record_type).is_none() {
+                continue;
+            }
+            each(Link {
+                record: r.get(1)?,
+                record_type,
+                call: r.get(0)?,
+                category: r.get(3)?,
+            });
+        }
+        Ok(())
     })
 }
 
@@ -409,7 +456,7 @@ impl BatchCounters {
 }
 
 impl Writer {
-    pub fn open(path: &str) -> StoreResult<Self> {
+    pub fn open(path: &str, links: Arc<CallLinks>) -> StoreResult<Self> {
         let mut conn = Connection::open(path)?;
         configure(&conn)?;
         // The WAL hook replaces SQLite's automatic checkpoint, which ran inside the commit.
@@ -469,7 +516,7 @@ impl Writer {
                                 }
                             }
                             counters.queue_micros.fetch_add(queued_micros, Relaxed);
-                            log_merged(&mut conn, calls, &counters, &syncer);
+                            log_merged(&mut conn, calls, &counters, &syncer, &links);
                         }
                         Job::Import(job, reply) => match import_batch(&mut conn, &job) {
                             Ok(ids) => syncer.after_sync(Box::new(move |synced| {
@@ -571,10 +618,13 @@ fn log_merged(
     calls: Vec<(CallLog, CallReply)>,
     stats: &Arc<BatchCounters>,
     syncer: &Syncer,
+    links: &CallLinks,
 ) {
     let (calls, mut replies): (Vec<CallLog>, Vec<CallReply>) = calls.into_iter().unzip();
     match log_calls(conn, &calls, stats) {
-        Ok(logged) => {
+        Ok((logged, linked)) => {
+            // Before any answer: a caller that reads the record's calls after its 200 finds it.
+            links.add(&linked);
             let committed = Instant::now();
             let stats = stats.clone();
             syncer.after_sync(Box::new(move |synced| {
@@ -603,7 +653,7 @@ fn log_merged(
         Err(e) => {
             tracing::warn!(error = %e, calls = replies.len(), "merged calls failed; trying each on its own");
             for pair in calls.into_iter().zip(replies) {
-                log_merged(conn, vec![pair], stats, syncer);
+                log_merged(conn, vec![pair], stats, syncer, links);
             }
         }
     }
@@ -612,16 +662,18 @@ fn log_merged(
 type CallReply = oneshot::Sender<StoreResult<CallLogged>>;
 
 /// Logs a batch of calls in one transaction: a new externalCallId makes a call, a known one
-/// updates its call (a repost), in batch order.
+/// updates its call (a repost), in batch order. Writes only the call's side of each association
+/// (`call_links.rs`) and returns the links the map must add once the transaction commits.
 fn log_calls(
     conn: &mut Connection,
     batch: &[CallLog],
     stats: &BatchCounters,
-) -> StoreResult<Vec<CallLogged>> {
+) -> StoreResult<(Vec<CallLogged>, Vec<Link>)> {
     let started = Instant::now();
     pages_written(conn);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut out = Vec::with_capacity(batch.len());
+    let mut linked = Vec::new();
     {
         // The call with this externalCallId, archived or not (a repost restores it); the
         // objects_external_id index answers it, so no table of keys has to be kept in step.
@@ -634,7 +686,7 @@ fn log_calls(
         let mut insert_call = tx.prepare_cached(INSERT_PENDING_RECORD)?;
         let mut associate = tx.prepare_cached(
             "INSERT OR IGNORE INTO associations (from_id, to_id, type_id, portal_id, from_type, to_type, category)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'HUBSPOT_DEFINED')",
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         let mut next: i64 = tx
             .prepare_cached("SELECT COALESCE(MAX(id), 0) + 1 FROM objects")?
@@ -672,34 +724,27 @@ fn log_calls(
             let company = match &call.company {
                 Some(choice) => shared_primary(&tx, call.portal_id, choice)?
                     .or(choice.fallback)
-                    .map(|id| {
-                        (
-                            ObjectType::Company,
-                            id,
-                            choice.type_ids.0,
-                            choice.type_ids.1,
-                        )
-                    }),
+                    .map(|id| (ObjectType::Company, id)),
                 None => None,
             };
-            for &(ty, id, call_to, to_call) in call.associations.iter().chain(&company) {
-                let call_type = ObjectType::Call.type_id();
+            for &(ty, id) in call.associations.iter().chain(&company) {
+                let link = Link {
+                    record: id,
+                    record_type: ty,
+                    call: logged.call_id,
+                    category: HUBSPOT_DEFINED.to_string(),
+                };
+                let row = link.call_row();
                 associate.execute(params![
-                    logged.call_id,
-                    id,
-                    call_to,
+                    row.from_id,
+                    row.to_id,
+                    row.type_id,
                     call.portal_id,
-                    call_type,
-                    ty.type_id()
+                    row.from_type.type_id(),
+                    row.to_type.type_id(),
+                    row.category
                 ])?;
-                associate.execute(params![
-                    id,
-                    logged.call_id,
-                    to_call,
-                    call.portal_id,
-                    ty.type_id(),
-                    call_type
-                ])?;
+                linked.push(link);
             }
             out.push(logged);
         }
@@ -707,8 +752,10 @@ fn log_calls(
     let committing = Instant::now();
     tx.commit()?;
     stats.add(batch.len(), started, committing, pages_written(conn));
-    Ok(out)
+    Ok((out, linked))
 }
+
+const HUBSPOT_DEFINED: &str = "HUBSPOT_DEFINED";
 
 /// Pages this connection has written to the WAL since the last call (SQLite's
 /// `SQLITE_DBSTATUS_CACHE_WRITE`, reset as it is read). The WAL hook's count would not do: it

@@ -1,0 +1,273 @@
+//! The contact→call and company→call side of call associations, kept in memory.
+//!
+//! Why: a logged call's call→contact row lands at the end of the associations B-tree, since call
+//! ids grow, but its contact→call row lands on a random leaf of a table keyed by contact. That
+//! random leaf was 62 % of the pages a logged call wrote to the WAL, and every page written is
+//! also synced and checkpointed. With the row left out, a 1M-contact database logged 35 % more
+//! calls per second and its half-rate p99 fell by a third (bench/ANALYSIS.md).
+//!
+//! So the table keeps only the call's side of each call association (`from_type = '0-48'`), and
+//! this map is derived from it:
+//! - built when the store opens, by one scan of the calls' rows;
+//! - kept in step by every store write that adds or removes such a row, after it commits;
+//! - the reverse row's type id and category follow from the call's row, as `records::pair`
+//!   builds them: 194 ↔ 193 for contacts, 182 ↔ 181 for companies, one category for both.
+//!
+//! Between one call and one record there is only ever one type (HubSpot defines one per
+//! direction), so a link is just (record, call, category).
+//!
+//! The map answers which calls point at a record; whether those calls are live is read from the
+//! objects table, as the SQL join did. One server per database file: another process writing
+//! call associations to the file would not be seen here (the CLI writes none).
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use super::{Association, ObjectType};
+
+/// The call's side (call → record) and the record's side (record → call) of a call
+/// association, by the record's type; `None` for a type that has no association with calls.
+pub fn call_type_ids(record: ObjectType) -> Option<(i64, i64)> {
+    match record {
+        ObjectType::Contact => Some((194, 193)),
+        ObjectType::Company => Some((182, 181)),
+        ObjectType::Call => None,
+    }
+}
+
+/// One record→call association, as the map stores it and the store writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub record: i64,
+    pub record_type: ObjectType,
+    pub call: i64,
+    pub category: String,
+}
+
+impl Link {
+    /// The link a call's row (`from_type` call) stands for; `None` for any other row.
+    pub fn of_call_row(a: &Association) -> Option<Link> {
+        (a.from_type == ObjectType::Call && call_type_ids(a.to_type).is_some()).then(|| Link {
+            record: a.to_id,
+            record_type: a.to_type,
+            call: a.from_id,
+            category: a.category.clone(),
+        })
+    }
+
+    /// The link a record's row (`to_type` call) stands for; `None` for any other row.
+    pub fn of_record_row(a: &Association) -> Option<Link> {
+        (a.to_type == ObjectType::Call && call_type_ids(a.from_type).is_some()).then(|| Link {
+            record: a.from_id,
+            record_type: a.from_type,
+            call: a.to_id,
+            category: a.category.clone(),
+        })
+    }
+
+    /// The call's row, the one the table keeps.
+    pub fn call_row(&self) -> Association {
+        let (call_to, _) = call_type_ids(self.record_type).expect("a link's record has calls");
+        Association {
+            from_id: self.call,
+            from_type: ObjectType::Call,
+            to_id: self.record,
+            to_type: self.record_type,
+            category: self.category.clone(),
+            type_id: call_to,
+        }
+    }
+
+    /// The record's row, as the API shows it.
+    pub fn record_row(&self) -> Association {
+        let (_, to_call) = call_type_ids(self.record_type).expect("a link's record has calls");
+        Association {
+            from_id: self.record,
+            from_type: self.record_type,
+            to_id: self.call,
+            to_type: ObjectType::Call,
+            category: self.category.clone(),
+            type_id: to_call,
+        }
+    }
+}
+
+/// The rows to write for `pairs`: every record→call row becomes the call→record row it stands
+/// for (`records::pair` sends both, and the table keeps one), and the links the write adds.
+pub fn rows_to_write(pairs: &[Association]) -> (Vec<Association>, Vec<Link>) {
+    let mut rows = Vec::with_capacity(pairs.len());
+    let mut links = Vec::new();
+    for a in pairs {
+        let link = Link::of_call_row(a).or_else(|| Link::of_record_row(a));
+        match link {
+            Some(link) => {
+                let row = link.call_row();
+                if !rows.contains(&row) {
+                    rows.push(row);
+                }
+                links.push(link);
+            }
+            None => rows.push(a.clone()),
+        }
+    }
+    (rows, links)
+}
+
+/// Bits 0-39: call id; bit 40: the record is a company; bits 41-47: category index.
+type Packed = u64;
+const ID_BITS: u32 = 40;
+
+#[derive(Default)]
+struct Inner {
+    by_record: HashMap<i64, Vec<Packed>>,
+    /// Categories seen, in first-seen order (`HUBSPOT_DEFINED`, then any the API was given).
+    categories: Vec<String>,
+}
+
+impl Inner {
+    fn category_index(&mut self, category: &str) -> u64 {
+        match self.categories.iter().position(|c| c == category) {
+            Some(i) => i as u64,
+            None => {
+                self.categories.push(category.to_string());
+                (self.categories.len() - 1) as u64
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct CallLinks {
+    inner: RwLock<Inner>,
+}
+
+fn call_of(p: Packed) -> i64 {
+    (p & ((1 << ID_BITS) - 1)) as i64
+}
+
+impl CallLinks {
+    /// Adds links; one already there keeps its category, as `INSERT OR IGNORE` keeps the row.
+    pub fn add(&self, links: &[Link]) {
+        if links.is_empty() {
+            return;
+        }
+        let mut inner = self.inner.write().expect("call links lock");
+        for l in links {
+            let company = (l.record_type == ObjectType::Company) as u64;
+            let packed = (l.call as u64 & ((1 << ID_BITS) - 1))
+                | company << ID_BITS
+                | (inner.category_index(&l.category) & 0x7f) << (ID_BITS + 1);
+            let calls = inner.by_record.entry(l.record).or_default();
+            if !calls.iter().any(|&p| call_of(p) == l.call) {
+                calls.push(packed);
+            }
+        }
+    }
+
+    /// Removes the link between a record and a call, in either order of the two ids.
+    pub fn remove(&self, a: i64, b: i64) {
+        let mut inner = self.inner.write().expect("call links lock");
+        for (record, call) in [(a, b), (b, a)] {
+            if let Some(calls) = inner.by_record.get_mut(&record) {
+                calls.retain(|&p| call_of(p) != call);
+                if calls.is_empty() {
+                    inner.by_record.remove(&record);
+                }
+            }
+        }
+    }
+
+    /// Drops every link of a record that is gone for good.
+    pub fn forget(&self, record: i64) {
+        self.inner
+            .write()
+            .expect("call links lock")
+            .by_record
+            .remove(&record);
+    }
+
+    /// The calls whose rows point at `record`, as the record's rows, in call id order.
+    pub fn of_record(&self, record: i64) -> Vec<Link> {
+        let inner = self.inner.read().expect("call links lock");
+        let mut out: Vec<Link> = inner
+            .by_record
+            .get(&record)
+            .map(|calls| {
+                calls
+                    .iter()
+                    .map(|&p| Link {
+                        record,
+                        record_type: if p >> ID_BITS & 1 == 1 {
+                            ObjectType::Company
+                        } else {
+                            ObjectType::Contact
+                        },
+                        call: call_of(p),
+                        category: inner.categories[(p >> (ID_BITS + 1)) as usize & 0x7f].clone(),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.sort_by_key(|l| l.call);
+        out
+    }
+
+    /// Links held, for `/switchboard/v1/info`.
+    pub fn len(&self) -> usize {
+        let inner = self.inner.read().expect("call links lock");
+        inner.by_record.values().map(Vec::len).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn link(record: i64, ty: ObjectType, call: i64, category: &str) -> Link {
+        Link {
+            record,
+            record_type: ty,
+            call,
+            category: category.into(),
+        }
+    }
+
+    #[test]
+    fn type_ids_are_the_ones_the_api_validates() {
+        for ty in [ObjectType::Contact, ObjectType::Company] {
+            let (call_to, to_call) = call_type_ids(ty).unwrap();
+            let t = crate::records::association_type(call_to).unwrap();
+            assert_eq!((t.1, t.2, t.3), (ObjectType::Call, ty, to_call));
+            let t = crate::records::association_type(to_call).unwrap();
+            assert_eq!((t.1, t.2, t.3), (ty, ObjectType::Call, call_to));
+        }
+    }
+
+    #[test]
+    fn both_sides_of_a_pair_write_one_row_and_one_link() {
+        let l = link(7, ObjectType::Contact, 9, "HUBSPOT_DEFINED");
+        let (rows, links) = rows_to_write(&[l.call_row(), l.record_row()]);
+        assert_eq!(rows, vec![l.call_row()]);
+        assert_eq!(links, vec![l.clone(), l]);
+    }
+
+    #[test]
+    fn links_keep_their_type_and_category_and_go_with_their_record() {
+        let links = CallLinks::default();
+        let a = link(1, ObjectType::Contact, 30, "HUBSPOT_DEFINED");
+        let b = link(1, ObjectType::Contact, 20, "USER_DEFINED");
+        let c = link(2, ObjectType::Company, 30, "HUBSPOT_DEFINED");
+        links.add(&[a.clone(), b.clone(), c.clone(), a.clone()]);
+        assert_eq!(links.of_record(1), vec![b.clone(), a.clone()]);
+        assert_eq!(links.of_record(2)[0].record_row().type_id, 181);
+        links.remove(30, 1);
+        assert_eq!(links.of_record(1), vec![b]);
+        links.forget(2);
+        assert!(links.of_record(2).is_empty());
+        assert_eq!(links.len(), 1);
+    }
+}
