@@ -117,9 +117,16 @@ pub fn rows_to_write(pairs: &[Association]) -> (Vec<Association>, Vec<Link>) {
 type Packed = u64;
 const ID_BITS: u32 = 40;
 
+/// Set on a map value that is not a link but an index into [`Inner::lists`]. Most records have
+/// one call, so a record costs one table entry (16 bytes and a control byte) until it has two.
+const SHARED: u64 = 1 << 63;
+
 #[derive(Default)]
 struct Inner {
-    by_record: HashMap<i64, Vec<Packed>>,
+    by_record: HashMap<i64, Packed>,
+    /// The links of records with more than one call; `free` holds reusable slots.
+    lists: Vec<Vec<Packed>>,
+    free: Vec<usize>,
     /// Categories seen, in first-seen order (`HUBSPOT_DEFINED`, then any the API was given).
     categories: Vec<String>,
 }
@@ -132,6 +139,83 @@ impl Inner {
                 self.categories.push(category.to_string());
                 (self.categories.len() - 1) as u64
             }
+        }
+    }
+
+    fn links(&self, record: i64) -> &[Packed] {
+        match self.by_record.get(&record) {
+            None => &[],
+            Some(v) if v & SHARED != 0 => &self.lists[(v & !SHARED) as usize],
+            Some(v) => std::slice::from_ref(v),
+        }
+    }
+
+    fn add(&mut self, record: i64, packed: Packed) {
+        use std::collections::hash_map::Entry;
+        let Inner {
+            by_record,
+            lists,
+            free,
+            ..
+        } = self;
+        match by_record.entry(record) {
+            Entry::Vacant(e) => {
+                e.insert(packed);
+            }
+            Entry::Occupied(mut e) => {
+                let v = *e.get();
+                if v & SHARED != 0 {
+                    let list = &mut lists[(v & !SHARED) as usize];
+                    if !list.iter().any(|&p| call_of(p) == call_of(packed)) {
+                        list.push(packed);
+                    }
+                } else if call_of(v) != call_of(packed) {
+                    let slot = match free.pop() {
+                        Some(i) => {
+                            lists[i] = vec![v, packed];
+                            i
+                        }
+                        None => {
+                            lists.push(vec![v, packed]);
+                            lists.len() - 1
+                        }
+                    };
+                    e.insert(SHARED | slot as u64);
+                }
+            }
+        }
+    }
+
+    fn remove(&mut self, record: i64, call: i64) {
+        let Some(&v) = self.by_record.get(&record) else {
+            return;
+        };
+        if v & SHARED == 0 {
+            if call_of(v) == call {
+                self.by_record.remove(&record);
+            }
+            return;
+        }
+        let slot = (v & !SHARED) as usize;
+        let list = &mut self.lists[slot];
+        list.retain(|&p| call_of(p) != call);
+        if list.len() <= 1 {
+            let last = list.pop();
+            self.free.push(slot);
+            match last {
+                Some(p) => self.by_record.insert(record, p),
+                None => self.by_record.remove(&record),
+            };
+        }
+    }
+
+    fn forget(&mut self, record: i64) {
+        if let Some(v) = self.by_record.remove(&record)
+            && v & SHARED != 0
+        {
+            let slot = (v & !SHARED) as usize;
+            self.lists[slot] = Vec::new();
+            self.free.push(slot);
         }
     }
 }
@@ -157,65 +241,47 @@ impl CallLinks {
             let packed = (l.call as u64 & ((1 << ID_BITS) - 1))
                 | company << ID_BITS
                 | (inner.category_index(&l.category) & 0x7f) << (ID_BITS + 1);
-            let calls = inner.by_record.entry(l.record).or_default();
-            if !calls.iter().any(|&p| call_of(p) == l.call) {
-                calls.push(packed);
-            }
+            inner.add(l.record, packed);
         }
     }
 
     /// Removes the link between a record and a call, in either order of the two ids.
     pub fn remove(&self, a: i64, b: i64) {
         let mut inner = self.inner.write().expect("call links lock");
-        for (record, call) in [(a, b), (b, a)] {
-            if let Some(calls) = inner.by_record.get_mut(&record) {
-                calls.retain(|&p| call_of(p) != call);
-                if calls.is_empty() {
-                    inner.by_record.remove(&record);
-                }
-            }
-        }
+        inner.remove(a, b);
+        inner.remove(b, a);
     }
 
     /// Drops every link of a record that is gone for good.
     pub fn forget(&self, record: i64) {
-        self.inner
-            .write()
-            .expect("call links lock")
-            .by_record
-            .remove(&record);
+        self.inner.write().expect("call links lock").forget(record);
     }
 
-    /// The calls whose rows point at `record`, as the record's rows, in call id order.
+    /// The calls whose rows point at `record`, as links, in call id order.
     pub fn of_record(&self, record: i64) -> Vec<Link> {
         let inner = self.inner.read().expect("call links lock");
         let mut out: Vec<Link> = inner
-            .by_record
-            .get(&record)
-            .map(|calls| {
-                calls
-                    .iter()
-                    .map(|&p| Link {
-                        record,
-                        record_type: if p >> ID_BITS & 1 == 1 {
-                            ObjectType::Company
-                        } else {
-                            ObjectType::Contact
-                        },
-                        call: call_of(p),
-                        category: inner.categories[(p >> (ID_BITS + 1)) as usize & 0x7f].clone(),
-                    })
-                    .collect()
+            .links(record)
+            .iter()
+            .map(|&p| Link {
+                record,
+                record_type: if p >> ID_BITS & 1 == 1 {
+                    ObjectType::Company
+                } else {
+                    ObjectType::Contact
+                },
+                call: call_of(p),
+                category: inner.categories[(p >> (ID_BITS + 1)) as usize & 0x7f].clone(),
             })
-            .unwrap_or_default();
+            .collect();
         out.sort_by_key(|l| l.call);
         out
     }
 
-    /// Links held, for `/switchboard/v1/info`.
+    /// Links held.
     pub fn len(&self) -> usize {
         let inner = self.inner.read().expect("call links lock");
-        inner.by_record.values().map(Vec::len).sum()
+        inner.by_record.keys().map(|&r| inner.links(r).len()).sum()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -269,5 +335,41 @@ mod tests {
         links.forget(2);
         assert!(links.of_record(2).is_empty());
         assert_eq!(links.len(), 1);
+    }
+
+    #[test]
+    fn random_adds_and_removes_match_a_set() {
+        let links = CallLinks::default();
+        let mut model = std::collections::BTreeSet::new();
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let (record, call) = ((x % 7) as i64, 100 + (x >> 8) as i64 % 9);
+            match x >> 20 & 3 {
+                0 | 1 => {
+                    links.add(&[link(record, ObjectType::Contact, call, "HUBSPOT_DEFINED")]);
+                    model.insert((record, call));
+                }
+                2 => {
+                    links.remove(call, record);
+                    model.remove(&(record, call));
+                }
+                _ if x >> 30 & 15 == 0 => {
+                    links.forget(record);
+                    model.retain(|&(r, _)| r != record);
+                }
+                _ => {}
+            }
+            let calls: Vec<i64> = links.of_record(record).iter().map(|l| l.call).collect();
+            let expected: Vec<i64> = model
+                .iter()
+                .filter(|&&(r, _)| r == record)
+                .map(|&(_, c)| c)
+                .collect();
+            assert_eq!(calls, expected);
+        }
+        assert_eq!(links.len(), model.len());
     }
 }
