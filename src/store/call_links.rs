@@ -97,12 +97,14 @@ impl Link {
 pub fn rows_to_write(pairs: &[Association]) -> (Vec<Association>, Vec<Link>) {
     let mut rows = Vec::with_capacity(pairs.len());
     let mut links = Vec::new();
+    // A merge sends both sides of every call of a record; the call's row goes once.
+    let mut seen = std::collections::HashSet::new();
     for a in pairs {
         let link = Link::of_call_row(a).or_else(|| Link::of_record_row(a));
         match link {
             Some(link) => {
                 let row = link.call_row();
-                if !rows.contains(&row) {
+                if seen.insert((row.from_id, row.to_id, row.type_id)) {
                     rows.push(row);
                 }
                 links.push(link);

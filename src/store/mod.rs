@@ -186,7 +186,8 @@ pub struct CardRow {
     pub properties_json: String,
 }
 
-/// An association row; every pair is stored in both directions.
+/// An association row. Every pair is stored in both directions, except a call association, which
+/// is stored as the call's row only (the record's side is derived: `call_links.rs`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Association {
     pub from_id: i64,
