@@ -14,6 +14,15 @@ use tokio::sync::Mutex;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_acknowledged_call_survives_sigkill() {
     let (db, token, server) = portal_server(700);
+    // The caller is a contact, so every call is also an association that must survive: the
+    // call's row on disk, the contact's side rebuilt from it at start (`call_links.rs`).
+    let contact = create(
+        &server,
+        &token,
+        "contacts",
+        serde_json::json!({"firstname": "Crash", "phone": "+12015550123"}),
+    )
+    .await;
     let url = server.url(INBOUND);
     let acked = Arc::new(Mutex::new(Vec::<(String, String)>::new()));
     let sent = Arc::new(AtomicUsize::new(0));
@@ -70,6 +79,39 @@ async fn every_acknowledged_call_survives_sigkill() {
         if s != 200 || call["id"] != id.as_str() {
             missing.push(ext.clone());
         }
+    }
+    // Every page of the contact's calls (500 a page).
+    let mut linked = std::collections::HashSet::new();
+    let mut after = String::new();
+    loop {
+        let (s, page) = get(
+            &server.url(&format!(
+                "/crm/v4/objects/contacts/{contact}/associations/calls?limit=500{after}"
+            )),
+            &token,
+        )
+        .await;
+        assert_eq!(s, 200, "{page}");
+        for r in page["results"].as_array().unwrap() {
+            linked.insert(r["toObjectId"].to_string());
+        }
+        match page["paging"]["next"]["after"].as_str() {
+            Some(a) => after = format!("&after={a}"),
+            None => break,
+        }
+    }
+    let unlinked: Vec<&String> = acked
+        .iter()
+        .map(|(_, id)| id)
+        .filter(|id| !linked.contains(*id))
+        .collect();
+    assert!(
+        unlinked.is_empty(),
+        "acknowledged calls missing from the contact's calls: {unlinked:?}"
+    );
+    for (_, id) in acked.iter().step_by(25) {
+        let (contacts, _) = call_associations(&server, &token, id).await;
+        assert_eq!(contacts, vec![contact], "the contacts of call {id}");
     }
     println!(
         "sent {}, acknowledged {}, missing after SIGKILL {}",
