@@ -13,6 +13,7 @@ pub mod crm;
 pub mod demo;
 pub mod http;
 pub mod import;
+pub mod packed_map;
 pub mod records;
 pub mod search;
 pub mod server;

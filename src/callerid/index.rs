@@ -4,7 +4,7 @@
 //! probe time, `../shared/docs/stack.md` §4). A posting is packed into one `u64` (record id,
 //! type, property, flags) and almost every number belongs to one record, so a table entry is
 //! the key and that one posting: 16 bytes plus a control byte (a `SmallVec` value made it 32).
-//! A number shared by several records points into a side list instead ([`PostingMap`]). The
+//! A number shared by several records points into a side list instead (`crate::packed_map`). The
 //! rare stored extension lives in a side map.
 //!
 //! A number typed without a country code on a record with no country (its region was a
@@ -19,6 +19,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
+use crate::packed_map::{PackedMap, table_bytes};
 use crate::store::{IndexRow, ObjectType, PhoneRow};
 
 use super::normalize::{CallerNumber, e164_key};
@@ -64,121 +65,36 @@ fn property_of(x: Packed) -> u8 {
     ((x >> (ID_BITS + 2)) & 3) as u8
 }
 
-/// Set on a table value that is not a posting but an index into [`PostingMap::shared`];
-/// packed postings use the low 46 bits only.
-const SHARED: u64 = 1 << 63;
-
-/// Number key → the postings filed under it.
+/// Number key → the postings filed under it (one inline, several in a side list).
 #[derive(Default)]
-struct PostingMap {
-    map: HashMap<u64, Packed>,
-    /// Posting lists of numbers shared by several records; `free` holds reusable slots.
-    shared: Vec<Vec<Packed>>,
-    free: Vec<usize>,
-}
+struct PostingMap(PackedMap<u64>);
 
 impl PostingMap {
     fn get(&self, key: u64) -> &[Packed] {
-        match self.map.get(&key) {
-            None => &[],
-            Some(v) if v & SHARED != 0 => &self.shared[(v & !SHARED) as usize],
-            Some(v) => std::slice::from_ref(v),
-        }
+        self.0.get(key)
     }
 
     fn add(&mut self, key: u64, posting: Packed) {
-        use std::collections::hash_map::Entry;
-        let PostingMap { map, shared, free } = self;
-        match map.entry(key) {
-            Entry::Vacant(e) => {
-                e.insert(posting);
-            }
-            Entry::Occupied(mut e) => {
-                let v = *e.get();
-                if v & SHARED != 0 {
-                    let list = &mut shared[(v & !SHARED) as usize];
-                    if !list.contains(&posting) {
-                        list.push(posting);
-                    }
-                } else if v != posting {
-                    let slot = match free.pop() {
-                        Some(i) => {
-                            shared[i] = vec![v, posting];
-                            i
-                        }
-                        None => {
-                            shared.push(vec![v, posting]);
-                            shared.len() - 1
-                        }
-                    };
-                    e.insert(SHARED | slot as u64);
-                }
-            }
-        }
+        self.0.add(key, posting, |a, b| a == b);
     }
 
     fn remove(&mut self, key: u64, object_id: i64, property: u8) {
-        let gone = |p: &Packed| id_of(*p) == object_id && property_of(*p) == property;
-        let Some(&v) = self.map.get(&key) else {
-            return;
-        };
-        if v & SHARED == 0 {
-            if gone(&v) {
-                self.map.remove(&key);
-            }
-            return;
-        }
-        let slot = (v & !SHARED) as usize;
-        let list = &mut self.shared[slot];
-        list.retain(|p| !gone(p));
-        match list.len() {
-            0 | 1 => {
-                let rest = std::mem::take(list).pop();
-                self.free.push(slot);
-                match rest {
-                    Some(only) => self.map.insert(key, only),
-                    None => self.map.remove(&key),
-                };
-            }
-            _ => {}
-        }
+        self.0.retain(key, |p| {
+            !(id_of(p) == object_id && property_of(p) == property)
+        });
     }
 
     fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.0.is_empty()
     }
 
     fn postings(&self) -> usize {
-        self.map
-            .values()
-            .map(|v| {
-                if v & SHARED != 0 {
-                    self.shared[(v & !SHARED) as usize].len()
-                } else {
-                    1
-                }
-            })
-            .sum()
+        self.0.values()
     }
 
     fn memory_bytes(&self) -> usize {
-        table_bytes(&self.map)
-            + self.shared.capacity() * std::mem::size_of::<Vec<Packed>>()
-            + self
-                .shared
-                .iter()
-                .map(|l| l.capacity() * std::mem::size_of::<Packed>())
-                .sum::<usize>()
-            + self.free.capacity() * std::mem::size_of::<usize>()
+        self.0.memory_bytes()
     }
-}
-
-/// A hash table's heap: hashbrown allocates a power of two of buckets, each a key, a value
-/// and a control byte, and reports 7/8 of them as its capacity.
-fn table_bytes<K, V>(m: &HashMap<K, V>) -> usize {
-    let cap = m.capacity();
-    let buckets = if cap < 8 { cap + 1 } else { cap / 7 * 8 };
-    buckets * (std::mem::size_of::<K>() + std::mem::size_of::<V>() + 1)
 }
 
 #[derive(Default)]
@@ -518,6 +434,6 @@ mod tests {
             assert_eq!(got, want, "key {key}");
         }
         assert_eq!(map.postings(), model.values().map(Vec::len).sum::<usize>());
-        assert!(map.shared.len() <= 50, "freed slots are reused");
+        assert!(map.0.side_lists() <= 50, "freed slots are reused");
     }
 }

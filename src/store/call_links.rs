@@ -20,8 +20,9 @@
 //! objects table, as the SQL join did. One server per database file: another process writing
 //! call associations to the file would not be seen here (the CLI writes none).
 
-use std::collections::HashMap;
 use std::sync::RwLock;
+
+use crate::packed_map::PackedMap;
 
 use super::{Association, ObjectType};
 
@@ -119,16 +120,11 @@ pub fn rows_to_write(pairs: &[Association]) -> (Vec<Association>, Vec<Link>) {
 type Packed = u64;
 const ID_BITS: u32 = 40;
 
-/// Set on a map value that is not a link but an index into [`Inner::lists`]. Most records have
-/// one call, so a record costs one table entry (16 bytes and a control byte) until it has two.
-const SHARED: u64 = 1 << 63;
-
 #[derive(Default)]
 struct Inner {
-    by_record: HashMap<i64, Packed>,
-    /// The links of records with more than one call; `free` holds reusable slots.
-    lists: Vec<Vec<Packed>>,
-    free: Vec<usize>,
+    /// Record → its links, one inline in the table until it has a second
+    /// (`crate::packed_map`): most records have one call.
+    by_record: PackedMap<i64>,
     /// Categories seen, in first-seen order (`HUBSPOT_DEFINED`, then any the API was given).
     categories: Vec<String>,
 }
@@ -141,83 +137,6 @@ impl Inner {
                 self.categories.push(category.to_string());
                 (self.categories.len() - 1) as u64
             }
-        }
-    }
-
-    fn links(&self, record: i64) -> &[Packed] {
-        match self.by_record.get(&record) {
-            None => &[],
-            Some(v) if v & SHARED != 0 => &self.lists[(v & !SHARED) as usize],
-            Some(v) => std::slice::from_ref(v),
-        }
-    }
-
-    fn add(&mut self, record: i64, packed: Packed) {
-        use std::collections::hash_map::Entry;
-        let Inner {
-            by_record,
-            lists,
-            free,
-            ..
-        } = self;
-        match by_record.entry(record) {
-            Entry::Vacant(e) => {
-                e.insert(packed);
-            }
-            Entry::Occupied(mut e) => {
-                let v = *e.get();
-                if v & SHARED != 0 {
-                    let list = &mut lists[(v & !SHARED) as usize];
-                    if !list.iter().any(|&p| call_of(p) == call_of(packed)) {
-                        list.push(packed);
-                    }
-                } else if call_of(v) != call_of(packed) {
-                    let slot = match free.pop() {
-                        Some(i) => {
-                            lists[i] = vec![v, packed];
-                            i
-                        }
-                        None => {
-                            lists.push(vec![v, packed]);
-                            lists.len() - 1
-                        }
-                    };
-                    e.insert(SHARED | slot as u64);
-                }
-            }
-        }
-    }
-
-    fn remove(&mut self, record: i64, call: i64) {
-        let Some(&v) = self.by_record.get(&record) else {
-            return;
-        };
-        if v & SHARED == 0 {
-            if call_of(v) == call {
-                self.by_record.remove(&record);
-            }
-            return;
-        }
-        let slot = (v & !SHARED) as usize;
-        let list = &mut self.lists[slot];
-        list.retain(|&p| call_of(p) != call);
-        if list.len() <= 1 {
-            let last = list.pop();
-            self.free.push(slot);
-            match last {
-                Some(p) => self.by_record.insert(record, p),
-                None => self.by_record.remove(&record),
-            };
-        }
-    }
-
-    fn forget(&mut self, record: i64) {
-        if let Some(v) = self.by_record.remove(&record)
-            && v & SHARED != 0
-        {
-            let slot = (v & !SHARED) as usize;
-            self.lists[slot] = Vec::new();
-            self.free.push(slot);
         }
     }
 }
@@ -243,27 +162,34 @@ impl CallLinks {
             let packed = (l.call as u64 & ((1 << ID_BITS) - 1))
                 | company << ID_BITS
                 | (inner.category_index(&l.category) & 0x7f) << (ID_BITS + 1);
-            inner.add(l.record, packed);
+            inner
+                .by_record
+                .add(l.record, packed, |a, b| call_of(a) == call_of(b));
         }
     }
 
     /// Removes the link between a record and a call, in either order of the two ids.
     pub fn remove(&self, a: i64, b: i64) {
         let mut inner = self.inner.write().expect("call links lock");
-        inner.remove(a, b);
-        inner.remove(b, a);
+        inner.by_record.retain(a, |p| call_of(p) != b);
+        inner.by_record.retain(b, |p| call_of(p) != a);
     }
 
     /// Drops every link of a record that is gone for good.
     pub fn forget(&self, record: i64) {
-        self.inner.write().expect("call links lock").forget(record);
+        self.inner
+            .write()
+            .expect("call links lock")
+            .by_record
+            .remove_key(record);
     }
 
     /// The calls whose rows point at `record`, as links, in call id order.
     pub fn of_record(&self, record: i64) -> Vec<Link> {
         let inner = self.inner.read().expect("call links lock");
         let mut out: Vec<Link> = inner
-            .links(record)
+            .by_record
+            .get(record)
             .iter()
             .map(|&p| Link {
                 record,
@@ -282,8 +208,11 @@ impl CallLinks {
 
     /// Links held.
     pub fn len(&self) -> usize {
-        let inner = self.inner.read().expect("call links lock");
-        inner.by_record.keys().map(|&r| inner.links(r).len()).sum()
+        self.inner
+            .read()
+            .expect("call links lock")
+            .by_record
+            .values()
     }
 
     pub fn is_empty(&self) -> bool {
