@@ -64,8 +64,16 @@ async fn v4_calls(server: &Server, token: &str, kind: &str, id: i64) -> BTreeSet
         .collect()
 }
 
-/// Both sides of every association, as the v4 and v3 APIs show them, against the model.
+/// Both sides of every association, as the v4 and v3 APIs show them, against the model; and
+/// the server's count of links, which also holds those of archived calls and records.
 async fn check(server: &Server, token: &str, m: &Model, step: &str) {
+    let (_, info) = get(&server.url("/switchboard/v1/info"), token).await;
+    assert_eq!(
+        info["callLinks"].as_u64(),
+        Some(m.links.len() as u64),
+        "{step}: the server's links"
+    );
+    assert!(info["callLinkBytes"].as_u64().unwrap() > 0 || m.links.is_empty());
     for (&id, &kind) in &m.records {
         assert_eq!(
             v4_calls(server, token, kind, id).await,

@@ -1075,6 +1075,9 @@ struct BatchFigures {
     transaction_us: f64,
     sync_wait_us: f64,
     total_us: f64,
+    /// The record → call links the server held after the rounds, and their bytes.
+    links: f64,
+    link_bytes: f64,
 }
 
 impl BatchFigures {
@@ -1092,6 +1095,8 @@ impl BatchFigures {
             transaction_us: d("callTransactionMicros"),
             sync_wait_us: d("callSyncWaitMicros"),
             total_us: d("callTotalMicros"),
+            links: info_field(after, "callLinks"),
+            link_bytes: info_field(after, "callLinkBytes"),
         }
     }
 
@@ -1111,6 +1116,12 @@ impl BatchFigures {
             self.sync_us / self.syncs.max(1.0),
             self.calls / self.syncs.max(1.0),
         ) + &self.waits()
+            + &format!(
+                "\nEach call's contact→call link is kept in memory, not written (`store/call_links.rs`): after the phases the server held {:.0} links in {:.1} MiB, {:.1} bytes each (`callLinks`, `callLinkBytes`).\n",
+                self.links,
+                self.link_bytes / 1048576.0,
+                self.link_bytes / self.links.max(1.0),
+            )
     }
 
     /// Where the average logged call's time in the store went (`callQueueMicros` and the

@@ -82,6 +82,10 @@ pub struct Info {
     pub call_transaction_micros: u64,
     pub call_sync_wait_micros: u64,
     pub call_total_micros: u64,
+    /// Record → call links the server keeps in memory instead of as rows
+    /// (`store/call_links.rs`), and their heap bytes.
+    pub call_links: u64,
+    pub call_link_bytes: u64,
 }
 
 #[utoipa::path(get, path = "/switchboard/v1/info", tag = "Switchboard", responses((status = 200, body = Info)))]
@@ -89,6 +93,7 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
     // Both walk every portal's tables: at 10M numbers, once each.
     let (numbers, bytes) = (state.index.numbers(), state.index.memory_bytes());
     let batches = state.store.call_batch_stats();
+    let (call_links, call_link_bytes) = state.store.call_link_stats();
     Json(Info {
         version: env!("CARGO_PKG_VERSION").into(),
         phone_metadata_version: normalize::METADATA_VERSION.into(),
@@ -112,6 +117,8 @@ async fn info(State(state): State<Arc<AppState>>) -> Json<Info> {
         call_transaction_micros: batches.call_transaction_micros,
         call_sync_wait_micros: batches.call_sync_wait_micros,
         call_total_micros: batches.call_total_micros,
+        call_links: call_links as u64,
+        call_link_bytes: call_link_bytes as u64,
     })
 }
 

@@ -218,6 +218,15 @@ impl CallLinks {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Heap bytes of the map (the categories are a few short strings).
+    pub fn memory_bytes(&self) -> usize {
+        self.inner
+            .read()
+            .expect("call links lock")
+            .by_record
+            .memory_bytes()
+    }
 }
 
 #[cfg(test)]

@@ -538,6 +538,11 @@ pub trait Store: Send + Sync + 'static {
         CallBatchStats::default()
     }
 
+    /// Record → call links held in memory (`call_links.rs`), and their heap bytes.
+    fn call_link_stats(&self) -> (usize, usize) {
+        (0, 0)
+    }
+
     /// Flushes and closes; called once on shutdown.
     async fn close(&self);
 }

@@ -808,6 +808,10 @@ impl Store for SqliteStore {
         self.writer.call_batch_stats()
     }
 
+    fn call_link_stats(&self) -> (usize, usize) {
+        (self.links.len(), self.links.memory_bytes())
+    }
+
     async fn ignore_number(&self, n: &IgnoredNumber) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO ignored_numbers (portal_id, e164, note, created_at) VALUES ($1, $2, $3, $4)
