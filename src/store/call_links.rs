@@ -116,9 +116,10 @@ pub fn rows_to_write(pairs: &[Association]) -> (Vec<Association>, Vec<Link>) {
     (rows, links)
 }
 
-/// Bits 0-39: call id; bit 40: the record is a company; bits 41-47: category index.
+/// Bits 0-39: call id; bit 40: the record is a company; bits 41-62: category index (bit 63 is the map's).
 type Packed = u64;
 const ID_BITS: u32 = 40;
+const CATEGORY_MASK: u64 = (1 << 22) - 1;
 
 #[derive(Default)]
 struct Inner {
@@ -161,7 +162,7 @@ impl CallLinks {
             let company = (l.record_type == ObjectType::Company) as u64;
             let packed = (l.call as u64 & ((1 << ID_BITS) - 1))
                 | company << ID_BITS
-                | (inner.category_index(&l.category) & 0x7f) << (ID_BITS + 1);
+                | (inner.category_index(&l.category) & CATEGORY_MASK) << (ID_BITS + 1);
             inner
                 .by_record
                 .add(l.record, packed, |a, b| call_of(a) == call_of(b));
@@ -199,7 +200,7 @@ impl CallLinks {
                     ObjectType::Contact
                 },
                 call: call_of(p),
-                category: inner.categories[(p >> (ID_BITS + 1)) as usize & 0x7f].clone(),
+                category: inner.categories[((p >> (ID_BITS + 1)) & CATEGORY_MASK) as usize].clone(),
             })
             .collect();
         out.sort_by_key(|l| l.call);
