@@ -279,6 +279,16 @@ mod tests {
     }
 
     #[test]
+    fn every_category_keeps_its_name() {
+        let links = CallLinks::default();
+        let all: Vec<Link> = (0..300)
+            .map(|i| link(5, ObjectType::Contact, i, &format!("C{i}")))
+            .collect();
+        links.add(&all);
+        assert_eq!(links.of_record(5), all);
+    }
+
+    #[test]
     fn random_adds_and_removes_match_a_set() {
         let links = CallLinks::default();
         let mut model = std::collections::BTreeSet::new();
