@@ -46,24 +46,28 @@ pub struct Link {
 }
 
 impl Link {
+    /// The link between `record` and `call`; `None` when the record's type has no calls.
+    pub fn new(record: i64, record_type: ObjectType, call: i64, category: &str) -> Option<Link> {
+        call_type_ids(record_type).map(|_| Link {
+            record,
+            record_type,
+            call,
+            category: category.to_string(),
+        })
+    }
+
     /// The link a call's row (`from_type` call) stands for; `None` for any other row.
     pub fn of_call_row(a: &Association) -> Option<Link> {
-        (a.from_type == ObjectType::Call && call_type_ids(a.to_type).is_some()).then(|| Link {
-            record: a.to_id,
-            record_type: a.to_type,
-            call: a.from_id,
-            category: a.category.clone(),
-        })
+        (a.from_type == ObjectType::Call)
+            .then(|| Link::new(a.to_id, a.to_type, a.from_id, &a.category))
+            .flatten()
     }
 
     /// The link a record's row (`to_type` call) stands for; `None` for any other row.
     pub fn of_record_row(a: &Association) -> Option<Link> {
-        (a.to_type == ObjectType::Call && call_type_ids(a.from_type).is_some()).then(|| Link {
-            record: a.from_id,
-            record_type: a.from_type,
-            call: a.to_id,
-            category: a.category.clone(),
-        })
+        (a.to_type == ObjectType::Call)
+            .then(|| Link::new(a.from_id, a.from_type, a.to_id, &a.category))
+            .flatten()
     }
 
     /// The call's row, the one the table keeps.
@@ -205,6 +209,20 @@ impl CallLinks {
             .collect();
         out.sort_by_key(|l| l.call);
         out
+    }
+
+    /// The ids of the calls whose rows point at `record`, highest (latest) first: what ranking
+    /// rule 4 reads, without building each link.
+    pub fn latest_first(&self, record: i64) -> Vec<i64> {
+        let inner = self.inner.read().expect("call links lock");
+        let mut calls: Vec<i64> = inner
+            .by_record
+            .get(record)
+            .iter()
+            .map(|&p| call_of(p))
+            .collect();
+        calls.sort_unstable_by(|a, b| b.cmp(a));
+        calls
     }
 
     /// Links held.

@@ -786,16 +786,7 @@ impl Store for SqliteStore {
     async fn latest_calls(&self, portal_id: i64, ids: &[i64]) -> StoreResult<Vec<(i64, i64)>> {
         let candidates: Vec<(i64, Vec<i64>)> = ids
             .iter()
-            .map(|&id| {
-                let calls = self
-                    .links
-                    .of_record(id)
-                    .iter()
-                    .rev()
-                    .map(|l| l.call)
-                    .collect();
-                (id, calls)
-            })
+            .map(|&id| (id, self.links.latest_first(id)))
             .collect();
         sqlite_direct::latest_calls(&self.path, portal_id, &candidates)
     }

@@ -157,13 +157,15 @@ pub fn associations(
     })
 }
 
+/// Whether a record is live in the portal: what the reads of a record's calls check each call
+/// for, as their SQL join with `objects` did.
+const LIVE_RECORD: &str = "SELECT 1 FROM objects WHERE id = ?1 AND portal_id = ?2 AND archived = 0";
+
 /// Which of `ids` are live records of the portal: the map of `call_links.rs` names a record's
 /// calls, and this is the join with `objects` that the SQL read of them had.
 pub fn live_ids(path: &str, portal_id: i64, ids: &[i64]) -> StoreResult<HashSet<i64>> {
     with_reader(path, |conn| {
-        let mut stmt = conn.prepare_cached(
-            "SELECT 1 FROM objects WHERE id = ?1 AND portal_id = ?2 AND archived = 0",
-        )?;
+        let mut stmt = conn.prepare_cached(LIVE_RECORD)?;
         let mut out = HashSet::new();
         for &id in ids {
             if stmt.exists(params![id, portal_id])? {
@@ -183,9 +185,7 @@ pub fn latest_calls(
     candidates: &[(i64, Vec<i64>)],
 ) -> StoreResult<Vec<(i64, i64)>> {
     with_reader(path, |conn| {
-        let mut stmt = conn.prepare_cached(
-            "SELECT 1 FROM objects WHERE id = ?1 AND portal_id = ?2 AND archived = 0",
-        )?;
+        let mut stmt = conn.prepare_cached(LIVE_RECORD)?;
         let mut out = Vec::with_capacity(candidates.len());
         for (record, calls) in candidates {
             for &call in calls {
@@ -209,18 +209,13 @@ pub fn call_link_rows(path: &str, mut each: impl FnMut(Link)) -> StoreResult<()>
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let to_type: String = r.get(2)?;
-            let Some(record_type) = ObjectType::from_type_id(&to_type) else {
-                continue;
-            };
-            if call_links::call_type_ids(record_type).is_none() {
-                continue;
+            let category: String = r.get(3)?;
+            let (record, call): (i64, i64) = (r.get(1)?, r.get(0)?);
+            let link = ObjectType::from_type_id(&to_type)
+                .and_then(|ty| Link::new(record, ty, call, &category));
+            if let Some(link) = link {
+                each(link);
             }
-            each(Link {
-                record: r.get(1)?,
-                record_type,
-                call: r.get(0)?,
-                category: r.get(3)?,
-            });
         }
         Ok(())
     })
@@ -728,23 +723,19 @@ fn log_calls(
                 None => None,
             };
             for &(ty, id) in call.associations.iter().chain(&company) {
-                let link = Link {
-                    record: id,
-                    record_type: ty,
-                    call: logged.call_id,
-                    category: HUBSPOT_DEFINED.to_string(),
+                let Some((call_to, _)) = call_links::call_type_ids(ty) else {
+                    continue;
                 };
-                let row = link.call_row();
                 associate.execute(params![
-                    row.from_id,
-                    row.to_id,
-                    row.type_id,
+                    logged.call_id,
+                    id,
+                    call_to,
                     call.portal_id,
-                    row.from_type.type_id(),
-                    row.to_type.type_id(),
-                    row.category
+                    ObjectType::Call.type_id(),
+                    ty.type_id(),
+                    HUBSPOT_DEFINED
                 ])?;
-                linked.push(link);
+                linked.extend(Link::new(id, ty, logged.call_id, HUBSPOT_DEFINED));
             }
             out.push(logged);
         }
