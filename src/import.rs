@@ -73,8 +73,8 @@ pub struct ImportOptions {
     pub indexes: IndexMode,
 }
 
-/// What an import does with the secondary indexes that make each row a random insert (the
-/// email or domain index and both phone indexes; `store::bulk`).
+/// What an import does with the secondary index that makes each row a random insert (the
+/// email or the domain index; `store::bulk`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IndexMode {
     /// Defer them when the file is large against what the database holds and no server is
@@ -369,7 +369,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         if report.deferred_indexes {
             let records = store.max_record_id().await.unwrap_or(0);
             eprintln!(
-                "building the deferred email or domain and phone indexes over {records} records (a few seconds per million) ..."
+                "building the deferred email or domain index over {records} records (a few seconds per million) ..."
             );
         }
     }

@@ -91,8 +91,8 @@ enum Command {
         /// No progress bar on stderr.
         #[arg(long)]
         quiet: bool,
-        /// auto, keep or defer: defer leaves the email, domain and phone indexes out of the load
-        /// and builds them after it, much faster for a large file; auto does so when the file is
+        /// auto, keep or defer: defer leaves the email or domain index out of the load
+        /// and builds it after, much faster for a large file; auto does so when the file is
         /// large against the database and no server is running on it.
         #[arg(long, default_value = "auto")]
         indexes: switchboard::import::IndexMode,

@@ -514,19 +514,43 @@ fn contains_token(stored: &str, token: &str) -> bool {
         .any(|w| w == token)
 }
 
-/// For a group, the candidate phone lookup its first phone `EQ` filter allows: the E.164 and
-/// national key of the wanted value. `None` when the group needs a scan.
-pub fn phone_probe(group: &[Filter], region: Region) -> Option<(Option<String>, Option<i64>)> {
+/// The index probes a phone `EQ` filter allows: the records that could pass it are among those
+/// holding a number of this E.164 or of one of these national keys.
+#[derive(Debug, Default, PartialEq)]
+pub struct PhoneProbe {
+    pub e164: Option<String>,
+    pub national_keys: Vec<u64>,
+}
+
+/// For a group, the probe its first phone `EQ` filter allows; `None` when the group needs a
+/// scan.
+///
+/// The national keys are every reading of the wanted digits that [`Evaluator::phone_equal`]
+/// may compare a record's key with: the key normalising gives, the key of its national
+/// significant number, and the typed digits with trunk zeros dropped. They differ when the
+/// default region reads a country code into the digits: in a US portal `15123456780` is
+/// +1 512-345-6780 (key 5123456780), and also a German mobile's national digits (key
+/// 15123456780), which a derived `hs_searchable_calculated_*` value matches digit for digit.
+pub fn phone_probe(group: &[Filter], region: Region) -> Option<PhoneProbe> {
     group.iter().find_map(|f| {
         if f.op != Op::Eq || !(is_phone_property(&f.property) || is_searchable_phone(&f.property)) {
             return None;
         }
         let v = f.value.as_deref()?;
         let n = normalize::normalize(v, None, region);
-        let key = n
-            .national_key
-            .or_else(|| normalize::national_key_of(&digits(v)))
-            .map(|k| k as i64);
-        (n.e164.is_some() || key.is_some()).then_some((n.e164, key))
+        let mut national_keys: Vec<u64> = [
+            n.national_key,
+            n.nsn.as_deref().and_then(normalize::national_key_of),
+            normalize::national_key_of(&digits(v)),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        national_keys.sort_unstable();
+        national_keys.dedup();
+        (n.e164.is_some() || !national_keys.is_empty()).then_some(PhoneProbe {
+            e164: n.e164,
+            national_keys,
+        })
     })
 }

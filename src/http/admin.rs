@@ -195,12 +195,7 @@ async fn explain(
     // (the indexed `national_key`), never the whole portal.
     let mut ids: Vec<i64> = matches.iter().map(|m| m.record.id).collect();
     if let Some(key) = caller.national_key {
-        ids.extend(
-            state
-                .store
-                .phone_candidates(auth.portal_id, None, Some(key as i64))
-                .await?,
-        );
+        ids.extend(state.index.candidates(auth.portal_id, None, &[key]));
     }
     let phones = state.store.phones_of_records(auth.portal_id, &ids).await?;
     let mut out = Vec::new();

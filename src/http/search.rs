@@ -1,9 +1,10 @@
 //! `POST /crm/v3/objects/{objectType}/search` (`hubspot-api.md` §5.2). Rules live in
 //! `crate::search`; this file chooses the candidates and pages the answer.
 //!
-//! A filter group with an `EQ` on a phone property reads its candidates from the indexed
-//! `phones` table instead of scanning every record; groups without one scan. Search here is
-//! strongly consistent: a record is searchable as soon as its write returns.
+//! A filter group with an `EQ` on a phone property reads its candidates from the in-memory
+//! caller-ID index (`CallerIdIndex::candidates`) instead of scanning every record; groups
+//! without one scan. Search here is strongly consistent: a record is searchable as soon as its
+//! write returns, because a write updates the index before it answers.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -110,12 +111,11 @@ async fn candidates(
         return Ok(state.store.all_records(portal_id, ty, false).await?);
     };
     let mut ids = BTreeSet::new();
-    for (e164, key) in probes {
+    for probe in probes {
         ids.extend(
             state
-                .store
-                .phone_candidates(portal_id, e164.as_deref(), key)
-                .await?,
+                .index
+                .candidates(portal_id, probe.e164.as_deref(), &probe.national_keys),
         );
     }
     let ids: Vec<i64> = ids.into_iter().collect();

@@ -1,8 +1,8 @@
 //! Bulk loads: the secondary indexes an import may leave out and build afterwards.
 //!
-//! Why: an imported row lands at a random place in the email (or domain) index and in both
-//! phone indexes. Once those indexes outgrow the writer's cache, every row reads and rewrites
-//! about three leaves: 13k rows/s at 10M contacts. Appending the rows to their tables and then
+//! Why: an imported row lands at a random place in the email (or domain) index. Once that
+//! index outgrows the writer's cache, every row reads and rewrites a leaf (with the two phone
+//! indexes that migration 0009 moved into memory, about three leaves: 13k rows/s at 10M). Appending the rows to their tables and then
 //! building each index in one sorted pass (SQLite's `CREATE INDEX` sorts, then writes leaves in
 //! order) costs a few microseconds per row, whatever the size.
 //!
@@ -20,29 +20,19 @@ use rusqlite::Connection;
 
 use super::{ObjectType, StoreError, StoreResult};
 
-/// The indexes a bulk load defers, as the migrations create them (0001 and 0007), and the type
-/// whose rows they hold (`None`: every type's). The text is the migrations' own, so the
-/// planner's partial-index matching sees the same index again.
-pub const DEFERRABLE: &[(&str, Option<ObjectType>, &str)] = &[
+/// The indexes a bulk load defers, as migration 0007 creates them, and the type whose rows they
+/// hold. The text is the migration's own, so the planner's partial-index matching sees the same
+/// index again.
+pub const DEFERRABLE: &[(&str, ObjectType, &str)] = &[
     (
         "objects_email",
-        Some(ObjectType::Contact),
+        ObjectType::Contact,
         "CREATE INDEX objects_email ON objects(portal_id, json_extract(properties, '$.email'))\n    WHERE object_type = '0-1'",
     ),
     (
         "objects_domain",
-        Some(ObjectType::Company),
+        ObjectType::Company,
         "CREATE INDEX objects_domain ON objects(portal_id, json_extract(properties, '$.domain'))\n    WHERE object_type = '0-2'",
-    ),
-    (
-        "phones_e164",
-        None,
-        "CREATE INDEX phones_e164 ON phones(portal_id, e164) WHERE e164 IS NOT NULL",
-    ),
-    (
-        "phones_national",
-        None,
-        "CREATE INDEX phones_national ON phones(portal_id, national_key) WHERE national_key IS NOT NULL",
     ),
 ];
 
@@ -87,13 +77,13 @@ pub fn shared(db: &str) -> StoreResult<File> {
     Ok(file)
 }
 
-/// Drops, in one transaction, the deferrable indexes that rows of type `ty` go into. The
-/// others would cost nothing to keep (a partial index skips other types' rows) and a full
-/// scan to build again.
+/// Drops, in one transaction, the deferrable index that rows of type `ty` go into. The other
+/// would cost nothing to keep (a partial index skips other types' rows) and a full scan to
+/// build again.
 pub fn drop_indexes(conn: &Connection, ty: ObjectType) -> StoreResult<()> {
     let mut sql = String::from("BEGIN IMMEDIATE;");
     for (name, of, _) in DEFERRABLE {
-        if of.is_none_or(|of| of == ty) {
+        if *of == ty {
             sql.push_str(&format!("DROP INDEX IF EXISTS {name};"));
         }
     }

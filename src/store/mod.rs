@@ -462,13 +462,6 @@ pub trait Store: Send + Sync + 'static {
         object_type: ObjectType,
         archived: bool,
     ) -> StoreResult<Vec<Record>>;
-    /// Ids of live records with a phone row whose E.164 or national key equals the given ones.
-    async fn phone_candidates(
-        &self,
-        portal_id: i64,
-        e164: Option<&str>,
-        national_key: Option<i64>,
-    ) -> StoreResult<Vec<i64>>;
     async fn remove_associations(
         &self,
         portal_id: i64,

@@ -904,24 +904,6 @@ impl Store for SqliteStore {
             .collect()
     }
 
-    async fn phone_candidates(
-        &self,
-        portal_id: i64,
-        e164: Option<&str>,
-        national_key: Option<i64>,
-    ) -> StoreResult<Vec<i64>> {
-        let ids: Vec<i64> = sqlx::query_scalar(
-            "SELECT object_id FROM phones WHERE portal_id = $1 AND e164 = $2
-             UNION SELECT object_id FROM phones WHERE portal_id = $1 AND national_key = $3",
-        )
-        .bind(portal_id)
-        .bind(e164)
-        .bind(national_key)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(ids)
-    }
-
     async fn remove_associations(
         &self,
         portal_id: i64,
