@@ -460,7 +460,7 @@ fn search_bench(bin: &Path, dir: &Path, contacts: u64, out: &Path) {
     };
     let (p, sc) = (med(&phone), med(&scan));
     let text = format!(
-        "# Search benchmark\n\nWritten by `cargo run --release --bin bench -- --search --contacts {contacts}` on {}.\n\n{contacts} contacts seeded through `POST /crm/v3/objects/contacts/batch/create` (100 per call, 4 connections) in {seed_secs:.1} s ({:.0} contacts/s).\n\n| Search | Median latency (ms) | Runs |\n|---|---|---|\n| `phone EQ <E.164>` (candidates from the indexed `phones` table) | {p:.2} | {} |\n| `firstname EQ <name>` (scans every contact) | {sc:.2} | {} |\n\nThe phone search is {:.0}x faster than the scan: it reads only the records whose stored number normalises to the searched one, whatever format it was typed in.\n",
+        "# Search benchmark\n\nWritten by `cargo run --release --bin bench -- --search --contacts {contacts}` on {}.\n\n{contacts} contacts seeded through `POST /crm/v3/objects/contacts/batch/create` (100 per call, 4 connections) in {seed_secs:.1} s ({:.0} contacts/s).\n\n| Search | Median latency (ms) | Runs |\n|---|---|---|\n| `phone EQ <E.164>` (candidates from the in-memory caller-ID index) | {p:.2} | {} |\n| `firstname EQ <name>` (scans every contact) | {sc:.2} | {} |\n\nThe phone search is {:.0}x faster than the scan: it reads only the records whose stored number normalises to the searched one, whatever format it was typed in.\n",
         machine(),
         contacts as f64 / seed_secs,
         phone.len(),

@@ -858,53 +858,101 @@ fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResul
 /// writer keeps its small cache; setting the same size again costs nothing.
 const IMPORT_CACHE_KIB: i64 = -262_144;
 
+/// Rows per multi-row `INSERT` of an import. Run once per row, a statement opened and closed
+/// its cursors and was reset for every row; at 32 rows a statement that overhead is spread thin,
+/// and the statement stays far below SQLite's limit of 32,766 parameters.
+const ROWS_PER_INSERT: usize = 32;
+
+/// Inserts `items` into `table`, `ROWS_PER_INSERT` rows a statement; `row` binds one item's
+/// values, in `columns` order, through the binder it is given.
+fn insert_rows<T>(
+    tx: &rusqlite::Transaction,
+    table: &str,
+    columns: &str,
+    items: &[T],
+    row: impl Fn(
+        &mut dyn FnMut(&dyn rusqlite::ToSql) -> rusqlite::Result<()>,
+        &T,
+    ) -> rusqlite::Result<()>,
+) -> StoreResult<()> {
+    let sql = |rows: usize| {
+        let one = format!("({})", vec!["?"; columns.split(',').count()].join(","));
+        format!(
+            "INSERT INTO {table} ({columns}) VALUES {}",
+            vec![one; rows].join(",")
+        )
+    };
+    let full = sql(ROWS_PER_INSERT);
+    for chunk in items.chunks(ROWS_PER_INSERT) {
+        let mut insert = if chunk.len() == ROWS_PER_INSERT {
+            tx.prepare_cached(&full)?
+        } else {
+            tx.prepare_cached(&sql(chunk.len()))?
+        };
+        let mut at = 0;
+        let mut bind = |v: &dyn rusqlite::ToSql| {
+            at += 1;
+            insert.raw_bind_parameter(at, v)
+        };
+        for item in chunk {
+            row(&mut bind, item)?;
+        }
+        insert.raw_execute()?;
+    }
+    Ok(())
+}
+
 /// Imported rows and the file checkpoint, in one transaction: a re-run resumes after the last
 /// batch that committed, so no row is written twice.
 fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>> {
     conn.pragma_update(None, "cache_size", IMPORT_CACHE_KIB)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let ty = job.object_type.type_id();
-    let mut ids = Vec::with_capacity(job.rows.len());
-    {
-        let max: i64 =
-            tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| r.get(0))?;
-        let mut insert = tx.prepare_cached(INSERT_PENDING_RECORD)?;
-        let mut phone = tx.prepare_cached(
-            "INSERT INTO phones (object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        )?;
-        for (i, w) in job.rows.iter().enumerate() {
-            let id = max + 1 + i as i64;
-            insert.execute(params![
-                id,
-                job.portal_id,
-                ty,
-                w.properties,
-                job.now,
-                PENDING_IMPORT
-            ])?;
-            for p in &w.phones {
-                phone.execute(params![
-                    id,
-                    p.property,
-                    job.portal_id,
-                    ty,
-                    p.raw,
-                    p.e164,
-                    p.national_key,
-                    p.extension,
-                    p.source,
-                    p.region
-                ])?;
-            }
-            ids.push(id);
-        }
-        tx.execute(
-            "INSERT INTO imports (job, portal_id, object_type, line, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (job) DO UPDATE SET line = excluded.line, updated_at = excluded.updated_at",
-            params![job.job, job.portal_id, ty, job.line as i64, job.now],
-        )?;
-    }
+    let max: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| r.get(0))?;
+    let ids: Vec<i64> = (1..=job.rows.len() as i64).map(|i| max + i).collect();
+    let rows: Vec<(i64, &ImportRow)> = ids.iter().copied().zip(&job.rows).collect();
+    insert_rows(
+        &tx,
+        "objects",
+        "id, portal_id, object_type, properties, created_at, updated_at, history_pending",
+        &rows,
+        |bind, (id, w)| {
+            bind(id)?;
+            bind(&job.portal_id)?;
+            bind(&ty)?;
+            bind(&w.properties)?;
+            bind(&job.now)?;
+            bind(&job.now)?;
+            bind(&PENDING_IMPORT)
+        },
+    )?;
+    let phones: Vec<(i64, &PhoneRow)> = rows
+        .iter()
+        .flat_map(|(id, w)| w.phones.iter().map(move |p| (*id, p)))
+        .collect();
+    insert_rows(
+        &tx,
+        "phones",
+        "object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region",
+        &phones,
+        |bind, (id, p)| {
+            bind(id)?;
+            bind(&p.property)?;
+            bind(&job.portal_id)?;
+            bind(&ty)?;
+            bind(&p.raw)?;
+            bind(&p.e164)?;
+            bind(&p.national_key)?;
+            bind(&p.extension)?;
+            bind(&p.source)?;
+            bind(&p.region)
+        },
+    )?;
+    tx.execute(
+        "INSERT INTO imports (job, portal_id, object_type, line, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)
+         ON CONFLICT (job) DO UPDATE SET line = excluded.line, updated_at = excluded.updated_at",
+        params![job.job, job.portal_id, ty, job.line as i64, job.now],
+    )?;
     tx.commit()?;
     Ok(ids)
 }
