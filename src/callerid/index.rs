@@ -469,4 +469,68 @@ mod tests {
         assert_eq!(map.postings(), model.values().map(Vec::len).sum::<usize>());
         assert!(map.0.side_lists() <= 50, "freed slots are reused");
     }
+
+    /// Search's candidates after random writes (a record's phone rows replaced, as a record
+    /// write does, or removed, as an archive does) against a brute-force pass over the rows
+    /// that are live, as the SQL indexes answered: every row of that E.164 or national key,
+    /// guessed or not, with or without an E.164.
+    #[test]
+    fn candidates_match_a_scan_of_the_live_rows() {
+        let index = CallerIdIndex::default();
+        let mut live: HashMap<(i64, usize), PhoneRow> = HashMap::new();
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        for _ in 0..5_000 {
+            let r = next();
+            let (id, prop) = ((r % 40) as i64 + 1, (r >> 8) as usize % 3);
+            let old: Vec<PhoneRow> = live.remove(&(id, prop)).into_iter().collect();
+            let mut added = Vec::new();
+            if (r >> 16) % 4 != 0 {
+                let row = PhoneRow {
+                    object_id: id,
+                    object_type: ObjectType::Contact,
+                    property: PHONE_PROPERTIES[prop].to_string(),
+                    raw: String::new(),
+                    e164: ((r >> 20) % 3 != 0).then(|| format!("+4930{}", (r >> 24) % 6)),
+                    national_key: ((r >> 28) % 4 != 0).then_some(((r >> 32) % 6) as i64),
+                    extension: None,
+                    source: Some(["default", "country", "number"][(r >> 36) as usize % 3].into()),
+                    region: None,
+                };
+                live.insert((id, prop), row.clone());
+                added.push(row);
+            }
+            index.apply(7, &old, &added);
+        }
+        for n in 0..6 {
+            let e164 = format!("+4930{n}");
+            for (e, k) in [
+                (Some(e164.as_str()), None),
+                (None, Some(n as u64)),
+                (Some(e164.as_str()), Some(n as u64)),
+            ] {
+                let mut want: Vec<i64> = live
+                    .values()
+                    .filter(|row| {
+                        (e.is_some() && row.e164.as_deref() == e)
+                            || (k.is_some() && row.national_key.map(|v| v as u64) == k)
+                    })
+                    .map(|row| row.object_id)
+                    .collect();
+                want.sort_unstable();
+                want.dedup();
+                let keys: Vec<u64> = k.into_iter().collect();
+                assert_eq!(index.candidates(7, e, &keys), want, "{e:?} {k:?}");
+            }
+        }
+        assert!(
+            index.candidates(8, Some("+49300"), &[0]).is_empty(),
+            "another portal's rows"
+        );
+    }
 }
