@@ -2,9 +2,10 @@
 //!
 //! Why: an imported row lands at a random place in the email (or domain) index. Once that
 //! index outgrows the writer's cache, every row reads and rewrites a leaf (with the two phone
-//! indexes that migration 0009 moved into memory, about three leaves: 13k rows/s at 10M). Appending the rows to their tables and then
-//! building each index in one sorted pass (SQLite's `CREATE INDEX` sorts, then writes leaves in
-//! order) costs a few microseconds per row, whatever the size.
+//! indexes that migration 0009 moved into memory, about three leaves: 13k rows/s at 10M).
+//! Appending the rows to their tables and then building each index in one sorted pass
+//! (SQLite's `CREATE INDEX` sorts, then writes leaves in order) costs a few microseconds per
+//! row, whatever the size.
 //!
 //! The server cannot run without these indexes (`INDEXED BY` in the idProperty reads), so:
 //! - an import drops them only while it holds the database's lock file exclusively, which it
