@@ -333,8 +333,12 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     std::thread::Builder::new()
         .name("import-order".into())
         .spawn(move || {
+            let batching = Batching {
+                size: batch_size,
+                file_bytes: total_bytes,
+            };
             let _ = finished.send(pipeline(
-                reader, checkpoint, plan, keys, batch_size, workers, tx,
+                reader, checkpoint, plan, keys, batching, workers, tx,
             ));
         })
         .map_err(cannot_spawn)?;
@@ -550,7 +554,7 @@ fn pipeline(
     checkpoint: u64,
     plan: Plan,
     mut keys: HashSet<String>,
-    batch_size: usize,
+    batching: Batching,
     workers: usize,
     tx: tokio::sync::mpsc::Sender<Parsed>,
 ) -> Result<(), String> {
@@ -582,14 +586,14 @@ fn pipeline(
         let mut next_seq = 0;
         let mut batch = Parsed::default();
         let mut last = (checkpoint, 0);
-        // The first batches are an eighth, a quarter and half as large: the writer waits for
-        // the first one, and a full one took about 100 ms to convert (a sixth of a 100k-row
-        // import) while the writer sat idle.
-        let mut target = (batch_size / 8).max(1);
+        let mut target = batching.small();
         for chunk in done_rx {
             early.insert(chunk.seq, chunk);
             while let Some(chunk) = early.remove(&next_seq) {
                 next_seq += 1;
+                if batching.near_end(&chunk) {
+                    target = target.min(batching.small());
+                }
                 for (line, row) in chunk.rows {
                     match row.and_then(|c| dedup(c, &mut keys, plan.object_type)) {
                         Ok(row) => batch.writes.push(row),
@@ -601,7 +605,7 @@ fn pipeline(
                         if tx.blocking_send(std::mem::take(&mut batch)).is_err() {
                             return Err("the import stopped".to_string());
                         }
-                        target = (target * 2).min(batch_size);
+                        target = (target * 2).min(batching.size);
                     }
                 }
                 last = (chunk.last_line, chunk.byte);
@@ -614,6 +618,31 @@ fn pipeline(
         }
         Ok(())
     })
+}
+
+/// How the order thread cuts the rows into batches for the writer.
+///
+/// The first batches are an eighth, a quarter and half of `--batch-size`: the writer waits for
+/// the first one, and a full one took about 100 ms to convert (a sixth of a 100k-row import)
+/// while the writer sat idle. The batches of the last `--batch-size` rows of the file are an
+/// eighth too, so that the writer is not left committing a full batch alone after the last row
+/// is converted.
+#[derive(Clone, Copy)]
+struct Batching {
+    size: usize,
+    file_bytes: u64,
+}
+
+impl Batching {
+    fn small(&self) -> usize {
+        (self.size / 8).max(1)
+    }
+
+    /// Whether fewer than `size` rows follow this chunk, by the bytes per line so far.
+    fn near_end<T>(&self, chunk: &Chunk<T>) -> bool {
+        let left = self.file_bytes.saturating_sub(chunk.byte);
+        left.saturating_mul(chunk.last_line) < (self.size as u64).saturating_mul(chunk.byte)
+    }
 }
 
 fn cannot_spawn(e: std::io::Error) -> String {
