@@ -183,24 +183,32 @@ fn suffix_key(row: &PhoneRow, n: u8) -> Option<u64> {
 }
 
 impl PortalIndex {
+    /// Files a posting under its number's keys, for a row written now or read at start alike;
+    /// returns it packed.
+    fn file(&mut self, posting: &Posting, e164: Option<u64>, national: Option<u64>) -> Packed {
+        let packed = pack(posting);
+        if let Some(ext) = posting.extension {
+            self.extensions
+                .insert(ext_key(posting.object_id, posting.property), ext);
+        }
+        if let Some(key) = e164 {
+            self.exact.add(key, packed);
+        }
+        if let Some(key) = national {
+            self.by_national.add(key, packed);
+            if posting.guessed && e164.is_none() {
+                self.national.add(key, packed);
+            }
+        }
+        packed
+    }
+
     fn insert(&mut self, row: &PhoneRow) {
         let Some(posting) = posting_of(row) else {
             return;
         };
-        let packed = pack(&posting);
-        if let Some(ext) = posting.extension {
-            self.extensions
-                .insert(ext_key(row.object_id, posting.property), ext);
-        }
-        if let Some(key) = row.e164.as_deref().and_then(e164_key) {
-            self.exact.add(key, packed);
-        }
-        if let Some(key) = row.national_key {
-            self.by_national.add(key as u64, packed);
-            if posting.guessed && row.e164.is_none() {
-                self.national.add(key as u64, packed);
-            }
-        }
+        let e164 = row.e164.as_deref().and_then(e164_key);
+        let packed = self.file(&posting, e164, row.national_key.map(|k| k as u64));
         if let Some((n, map)) = &mut self.suffix
             && let Some(key) = suffix_key(row, *n)
         {
@@ -239,7 +247,6 @@ impl CallerIdIndex {
             if r.property as usize >= PHONE_PROPERTIES.len() {
                 continue;
             }
-            let idx = portals.entry(r.portal_id).or_default();
             let posting = Posting {
                 object_id: r.object_id,
                 object_type: r.object_type,
@@ -247,19 +254,11 @@ impl CallerIdIndex {
                 guessed: r.guessed,
                 extension: parse_extension(r.extension.as_deref()),
             };
-            let packed = pack(&posting);
-            if let Some(ext) = posting.extension {
-                idx.extensions.insert(ext_key(r.object_id, r.property), ext);
-            }
-            if let Some(key) = r.e164_key {
-                idx.exact.add(key as u64, packed);
-            }
-            if let Some(key) = r.national_key {
-                idx.by_national.add(key as u64, packed);
-                if r.guessed && r.e164_key.is_none() {
-                    idx.national.add(key as u64, packed);
-                }
-            }
+            portals.entry(r.portal_id).or_default().file(
+                &posting,
+                r.e164_key.map(|k| k as u64),
+                r.national_key.map(|k| k as u64),
+            );
         }
     }
 

@@ -173,7 +173,7 @@ pub(super) fn pending_source(code: i64) -> &'static str {
 const MULTI_ROW_CHUNK: usize = 100;
 
 /// `prefix (?, ?, ...), (...), ...` for `rows` rows of `cols` parameters.
-fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
+pub(super) fn values_sql(prefix: &str, cols: usize, rows: usize) -> String {
     let mut sql = String::with_capacity(prefix.len() + rows * cols * 6);
     sql.push_str(prefix);
     for r in 0..rows {

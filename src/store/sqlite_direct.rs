@@ -35,7 +35,7 @@ use super::call_links::{self, CallLinks, Link};
 use super::group_commit::{SyncCounters, Syncer};
 use super::sqlite::{
     PENDING_IMPORT, PENDING_INTEGRATION, history_changes, history_source, pending_source,
-    props_json, record_columns,
+    props_json, record_columns, values_sql,
 };
 use super::*;
 
@@ -863,39 +863,23 @@ const IMPORT_CACHE_KIB: i64 = -262_144;
 /// and the statement stays far below SQLite's limit of 32,766 parameters.
 const ROWS_PER_INSERT: usize = 32;
 
-/// Inserts `items` into `table`, `ROWS_PER_INSERT` rows a statement; `row` binds one item's
-/// values, in `columns` order, through the binder it is given.
-fn insert_rows<T>(
+/// Inserts `items`, `ROWS_PER_INSERT` rows a statement: `prefix` is the statement up to
+/// `VALUES `, and `row` gives one item's values in its columns' order.
+fn insert_rows<T, const N: usize>(
     tx: &rusqlite::Transaction,
-    table: &str,
-    columns: &str,
+    prefix: &str,
     items: &[T],
-    row: impl Fn(
-        &mut dyn FnMut(&dyn rusqlite::ToSql) -> rusqlite::Result<()>,
-        &T,
-    ) -> rusqlite::Result<()>,
+    row: impl Fn(&T) -> [&dyn rusqlite::ToSql; N],
 ) -> StoreResult<()> {
-    let sql = |rows: usize| {
-        let one = format!("({})", vec!["?"; columns.split(',').count()].join(","));
-        format!(
-            "INSERT INTO {table} ({columns}) VALUES {}",
-            vec![one; rows].join(",")
-        )
-    };
-    let full = sql(ROWS_PER_INSERT);
+    let full = values_sql(prefix, N, ROWS_PER_INSERT);
     for chunk in items.chunks(ROWS_PER_INSERT) {
         let mut insert = if chunk.len() == ROWS_PER_INSERT {
             tx.prepare_cached(&full)?
         } else {
-            tx.prepare_cached(&sql(chunk.len()))?
+            tx.prepare_cached(&values_sql(prefix, N, chunk.len()))?
         };
-        let mut at = 0;
-        let mut bind = |v: &dyn rusqlite::ToSql| {
-            at += 1;
-            insert.raw_bind_parameter(at, v)
-        };
-        for item in chunk {
-            row(&mut bind, item)?;
+        for (at, value) in chunk.iter().flat_map(&row).enumerate() {
+            insert.raw_bind_parameter(at + 1, value)?;
         }
         insert.raw_execute()?;
     }
@@ -913,17 +897,18 @@ fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>>
     let rows: Vec<(i64, &ImportRow)> = ids.iter().copied().zip(&job.rows).collect();
     insert_rows(
         &tx,
-        "objects",
-        "id, portal_id, object_type, properties, created_at, updated_at, history_pending",
+        "INSERT INTO objects (id, portal_id, object_type, properties, created_at, updated_at, history_pending) VALUES ",
         &rows,
-        |bind, (id, w)| {
-            bind(id)?;
-            bind(&job.portal_id)?;
-            bind(&ty)?;
-            bind(&w.properties)?;
-            bind(&job.now)?;
-            bind(&job.now)?;
-            bind(&PENDING_IMPORT)
+        |(id, w)| {
+            [
+                id,
+                &job.portal_id,
+                &ty,
+                &w.properties,
+                &job.now,
+                &job.now,
+                &PENDING_IMPORT,
+            ]
         },
     )?;
     let phones: Vec<(i64, &PhoneRow)> = rows
@@ -932,20 +917,21 @@ fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>>
         .collect();
     insert_rows(
         &tx,
-        "phones",
-        "object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region",
+        "INSERT INTO phones (object_id, property, portal_id, object_type, raw, e164, national_key, extension, source, region) VALUES ",
         &phones,
-        |bind, (id, p)| {
-            bind(id)?;
-            bind(&p.property)?;
-            bind(&job.portal_id)?;
-            bind(&ty)?;
-            bind(&p.raw)?;
-            bind(&p.e164)?;
-            bind(&p.national_key)?;
-            bind(&p.extension)?;
-            bind(&p.source)?;
-            bind(&p.region)
+        |(id, p)| {
+            [
+                id,
+                &p.property,
+                &job.portal_id,
+                &ty,
+                &p.raw,
+                &p.e164,
+                &p.national_key,
+                &p.extension,
+                &p.source,
+                &p.region,
+            ]
         },
     )?;
     tx.execute(
