@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
 use crate::callerid::normalize::region_code;
@@ -480,11 +480,19 @@ struct Chunk<T> {
     byte: u64,
 }
 
-/// A row ready for the store, with its unique key (lower-cased, and as written) for the
-/// duplicate check.
+/// A row ready for the store, with its unique key for the duplicate check.
 struct Converted {
     row: ImportRow,
-    key: Option<(String, String)>,
+    key: Option<UniqueKey>,
+}
+
+/// A unique value lower-cased, as the duplicate check compares it, and as written when that
+/// differs, for the reject's reason. Most values are written in lower case already, and a
+/// second copy of each was freed on the order thread: mimalloc's slow path for a block from
+/// another thread, at 1M rows about 3 % of the import's CPU.
+struct UniqueKey {
+    lower: String,
+    written: Option<String>,
 }
 
 /// The property an import treats as a record's identity: a row whose value is already in the
@@ -542,15 +550,17 @@ fn conversion_workers() -> usize {
 /// row, small enough that the workers share the file evenly.
 const CHUNK_ROWS: usize = 512;
 
-/// Reads the file on one thread and converts rows on worker threads; this thread puts the
-/// results back in file order (the duplicate-email check keeps the first occurrence in the
-/// file, and a checkpoint must cover exactly the lines before it) and hands them to the writer
-/// in batches.
+/// Converts rows on worker threads, each reading its next rows from the file in turn; this
+/// thread puts the results back in file order (the duplicate-email check keeps the first
+/// occurrence in the file, and a checkpoint must cover exactly the lines before it) and hands
+/// them to the writer in batches.
 ///
 /// Why threads: converting a row (libphonenumber is most of it) costs about as much as writing
-/// it, so the conversion runs beside the writer instead of in turn with it.
+/// it, so the conversion runs beside the writer instead of in turn with it. Why the workers read:
+/// a reader thread allocated every row's record and a worker freed it, and a free from another
+/// thread is mimalloc's slow path; a worker reads into records it reuses.
 fn pipeline(
-    mut reader: csv::Reader<File>,
+    reader: csv::Reader<File>,
     checkpoint: u64,
     plan: Plan,
     mut keys: HashSet<String>,
@@ -558,29 +568,24 @@ fn pipeline(
     workers: usize,
     tx: tokio::sync::mpsc::Sender<Parsed>,
 ) -> Result<(), String> {
-    let (raw_tx, raw_rx) =
-        mpsc::sync_channel::<Chunk<Result<csv::StringRecord, String>>>(workers * 2);
-    // Shared by the workers and dropped with the last of them, so that when the import stops
-    // (the writer failed, and the workers' sends failed) the reader's blocked send fails too
-    // instead of waiting forever for a worker, with the whole import waiting for the reader.
-    let raw_rx = Arc::new(Mutex::new(raw_rx));
+    let source = Mutex::new(Source {
+        reader,
+        checkpoint,
+        next_seq: 0,
+        last_line: checkpoint,
+        finished: false,
+    });
     let (done_tx, done_rx) = mpsc::sync_channel::<Chunk<Result<Converted, String>>>(workers * 2);
     std::thread::scope(|scope| {
         for _ in 0..workers {
-            let raw_rx = raw_rx.clone();
             let done_tx = done_tx.clone();
-            let plan = &plan;
+            let (plan, source) = (&plan, &source);
             std::thread::Builder::new()
                 .name("import-convert".into())
-                .spawn_scoped(scope, move || convert_chunks(&raw_rx, &done_tx, plan))
+                .spawn_scoped(scope, move || convert_chunks(source, &done_tx, plan))
                 .map_err(cannot_spawn)?;
         }
         drop(done_tx);
-        drop(raw_rx);
-        std::thread::Builder::new()
-            .name("import-read".into())
-            .spawn_scoped(scope, move || read_chunks(&mut reader, checkpoint, raw_tx))
-            .map_err(cannot_spawn)?;
         // In file order: chunks that arrive early wait here for the ones before them.
         let mut early = BTreeMap::new();
         let mut next_seq = 0;
@@ -649,23 +654,21 @@ fn cannot_spawn(e: std::io::Error) -> String {
     format!("cannot start the import's threads: {e}")
 }
 
-/// A conversion worker: converts the chunks it takes from the reader until the reader is done
+/// A conversion worker: reads the next chunk of rows and converts it, until the file is done
 /// or the import stopped (its send fails).
 fn convert_chunks(
-    raw: &Mutex<mpsc::Receiver<Chunk<Result<csv::StringRecord, String>>>>,
+    source: &Mutex<Source>,
     done: &mpsc::SyncSender<Chunk<Result<Converted, String>>>,
     plan: &Plan,
 ) {
+    let mut records = vec![csv::StringRecord::new(); CHUNK_ROWS];
     loop {
-        let next = raw
-            .lock()
-            .map_err(|_| ())
-            .and_then(|rx| rx.recv().map_err(|_| ()));
-        let Ok(chunk) = next else { return };
+        let next = source.lock().ok().and_then(|mut s| s.read(&mut records));
+        let Some(chunk) = next else { return };
         let rows = chunk
             .rows
             .into_iter()
-            .map(|(line, r)| (line, r.and_then(|r| convert(&r, plan))))
+            .map(|(line, r)| (line, r.and_then(|at| convert(&records[at], plan))))
             .collect();
         let converted = Chunk {
             seq: chunk.seq,
@@ -679,65 +682,72 @@ fn convert_chunks(
     }
 }
 
-/// Reads the file in chunks of rows after the checkpoint; an unreadable row is a reject.
-fn read_chunks(
-    reader: &mut csv::Reader<File>,
+/// The file as the workers share it: each takes the next chunk under the lock.
+struct Source {
+    reader: csv::Reader<File>,
+    /// Lines up to here were committed by an earlier run and are skipped.
     checkpoint: u64,
-    out: mpsc::SyncSender<Chunk<Result<csv::StringRecord, String>>>,
-) {
-    let mut seq = 0;
-    let mut last_line = checkpoint;
-    let mut rows = Vec::with_capacity(CHUNK_ROWS);
-    loop {
-        let mut record = csv::StringRecord::new();
-        let more = match reader.read_record(&mut record) {
-            Ok(more) => more,
-            Err(e) => {
-                let line = e.position().map_or(last_line + 1, |p| p.line());
-                last_line = line;
-                if line > checkpoint {
-                    rows.push((line, Err(format!("unreadable CSV row: {e}"))));
+    next_seq: u64,
+    last_line: u64,
+    finished: bool,
+}
+
+impl Source {
+    /// Reads up to `CHUNK_ROWS` rows after the checkpoint into `records`; each row of the chunk
+    /// is the index of its record, or why it could not be read (a reject). `None` at the end.
+    fn read(&mut self, records: &mut [csv::StringRecord]) -> Option<Chunk<Result<usize, String>>> {
+        let mut rows = Vec::with_capacity(records.len());
+        // Records filled so far: a row that could not be read leaves its record to the next.
+        let mut used = 0;
+        while !self.finished && rows.len() < records.len() {
+            match self.reader.read_record(&mut records[used]) {
+                Ok(true) => {
+                    let line = records[used]
+                        .position()
+                        .map_or(self.last_line + 1, |p| p.line());
+                    self.last_line = line;
+                    if line > self.checkpoint {
+                        rows.push((line, Ok(used)));
+                        used += 1;
+                    }
                 }
-                continue;
+                Ok(false) => self.finished = true,
+                Err(e) => {
+                    let line = e.position().map_or(self.last_line + 1, |p| p.line());
+                    self.last_line = line;
+                    if line > self.checkpoint {
+                        rows.push((line, Err(format!("unreadable CSV row: {e}"))));
+                    }
+                }
             }
+        }
+        if rows.is_empty() {
+            return None;
+        }
+        let chunk = Chunk {
+            seq: self.next_seq,
+            rows,
+            last_line: self.last_line,
+            byte: self.reader.position().byte(),
         };
-        if more {
-            let line = record.position().map_or(last_line + 1, |p| p.line());
-            last_line = line;
-            if line > checkpoint {
-                rows.push((line, Ok(record)));
-            }
-        }
-        if rows.len() >= CHUNK_ROWS || (!more && !rows.is_empty()) {
-            let chunk = Chunk {
-                seq,
-                rows: std::mem::replace(&mut rows, Vec::with_capacity(CHUNK_ROWS)),
-                last_line,
-                byte: reader.position().byte(),
-            };
-            seq += 1;
-            if out.send(chunk).is_err() {
-                return;
-            }
-        }
-        if !more {
-            return;
-        }
+        self.next_seq += 1;
+        Some(chunk)
     }
 }
 
 /// Keeps the first record of each unique key in the file (and none already in the portal).
 fn dedup(c: Converted, keys: &mut HashSet<String>, ty: ObjectType) -> Result<ImportRow, String> {
     match c.key {
-        Some((lower, value)) => {
-            if keys.insert(lower) {
-                Ok(c.row)
-            } else {
-                Err(format!(
-                    "a {} with {} {value} already exists",
+        Some(UniqueKey { lower, written }) => {
+            // One lookup: `replace` hands back the value already there, equal to this one.
+            match keys.replace(lower) {
+                None => Ok(c.row),
+                Some(lower) => Err(format!(
+                    "a {} with {} {} already exists",
                     ty.singular(),
-                    unique_property(ty).unwrap_or("key")
-                ))
+                    unique_property(ty).unwrap_or("key"),
+                    written.unwrap_or(lower)
+                )),
             }
         }
         None => Ok(c.row),
@@ -778,8 +788,12 @@ fn convert(record: &csv::StringRecord, plan: &Plan) -> Result<Converted, String>
         return Err("the row has no values".into());
     }
     let key = unique_property(plan.object_type)
-        .and_then(|p| change.get(p).cloned().flatten())
-        .map(|v| (v.to_lowercase(), v));
+        .and_then(|p| change.get(p)?.as_ref())
+        .map(|v| {
+            let lower = v.to_lowercase();
+            let written = (lower != *v).then(|| v.clone());
+            UniqueKey { lower, written }
+        });
     let w = crm::apply_write(plan.object_type, Properties::new(), change, plan.region);
     Ok(Converted {
         row: ImportRow::encode(w),

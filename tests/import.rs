@@ -414,6 +414,71 @@ async fn a_parallel_import_keeps_file_order() {
     );
 }
 
+/// A row that is not UTF-8 is a reject with its own line number, and the rows around it import:
+/// the workers read the file into records they reuse, and an unreadable row must neither take a
+/// record's place nor shift the lines after it. Bad rows fall at different places in the
+/// 512-row chunks the workers take.
+#[tokio::test]
+async fn unreadable_rows_are_rejected_in_place() {
+    let db = Db::new();
+    db.portal(66, "GB");
+    let csv = db.dir.path().join("bytes.csv");
+    let rows = 2_000usize;
+    let bad = |i: usize| i % 97 == 3 || i == 511 || i == 512;
+    let mut file = b"First Name,Email,Phone Number\n".to_vec();
+    for i in 0..rows {
+        let name: &[u8] = if bad(i) { b"Bad\xff" } else { b"R" };
+        file.extend_from_slice(name);
+        file.extend_from_slice(format!("{i},r{i}@bytes.example,020 7946 {i:04}\n").as_bytes());
+    }
+    std::fs::write(&csv, file).unwrap();
+    let out = import_contacts(&db, "66", &csv, "300");
+    let rejected: Vec<usize> = (0..rows).filter(|&i| bad(i)).map(|i| i + 2).collect();
+    let kept: Vec<String> = (0..rows)
+        .filter(|&i| !bad(i))
+        .map(|i| format!("R{i}"))
+        .collect();
+    assert!(
+        out.contains(&format!(
+            "imported {} rows, rejected {}",
+            kept.len(),
+            rejected.len()
+        )),
+        "{out}"
+    );
+    let rejects = std::fs::read_to_string(db.dir.path().join("bytes.csv.rejects.csv")).unwrap();
+    let lines: Vec<(usize, &str)> = rejects
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (line, reason) = l.split_once(',').unwrap();
+            (line.parse().unwrap(), reason)
+        })
+        .collect();
+    assert_eq!(
+        lines.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
+        rejected,
+        "{rejects}"
+    );
+    assert!(
+        lines.iter().all(|(_, r)| r.contains("unreadable CSV row")),
+        "{rejects}"
+    );
+
+    let token = db.token(66, WRITE_SCOPES);
+    let server = Server::start(&db);
+    let names: Vec<String> = all_pages(
+        &server,
+        &token,
+        "/crm/v3/objects/contacts?limit=100&properties=firstname",
+    )
+    .await
+    .iter()
+    .map(|r| r["properties"]["firstname"].as_str().unwrap().to_string())
+    .collect();
+    assert_eq!(names, kept, "every readable row, in file order");
+}
+
 /// A HubSpot company export: "Company name" is the company's `name` (on contacts the same label
 /// is `company`), and its numbers reach caller ID like contacts' do.
 #[tokio::test]

@@ -1044,6 +1044,7 @@ impl Store for SqliteStore {
         line: u64,
         now: i64,
     ) -> StoreResult<Vec<i64>> {
+        let indexes_deferred = self.loading.lock().expect("lock file").is_some();
         self.writer
             .import_batch(ImportJob {
                 portal_id,
@@ -1052,6 +1053,7 @@ impl Store for SqliteStore {
                 job: job.to_string(),
                 line,
                 now,
+                indexes_deferred,
             })
             .await
     }
