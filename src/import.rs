@@ -321,6 +321,13 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         total_bytes,
     };
     report.deferred_indexes = settle_indexes(store, opts, rows_left).await?;
+    if report.deferred_indexes {
+        // No server can start now: the store writes without the WAL (`store::bulk`).
+        store
+            .hand_over_to_bulk_load()
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     // Parsing and normalising (libphonenumber is most of a row's cost) run on worker threads
     // while the writer commits the previous batch; see `pipeline`.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
@@ -371,9 +378,8 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     if opts.progress {
         eprintln!();
         if report.deferred_indexes {
-            let records = store.max_record_id().await.unwrap_or(0);
             eprintln!(
-                "building the deferred email or domain index over {records} records (a few seconds per million) ..."
+                "building the deferred email or domain index (about a second per million records) ..."
             );
         }
     }

@@ -770,6 +770,86 @@ async fn assert_reads_by_email(server: &Server, token: &str, i: u32) {
     );
 }
 
+/// What the file's header says of its journal (bytes 18 and 19: 1 a rollback journal, 2 the WAL).
+fn journal_version(db: &Db) -> u8 {
+    let mut header = [0u8; 20];
+    std::fs::File::open(db.path())
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+        .map_or(0, |()| header[18])
+}
+
+/// Watches a bulk load of `rows` rows: the largest the WAL got, and whether the file was ever in
+/// rollback-journal mode.
+fn watch_load(db: &Db, name: &str, rows: u32) -> (String, u64, bool) {
+    let csv = bulk_csv(db, name, 0..rows);
+    let wal = std::path::PathBuf::from(format!("{}-wal", db.path().display()));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let watcher = {
+        let (db_path, done) = (db.path(), done.clone());
+        std::thread::spawn(move || {
+            let (mut largest, mut rollback) = (0, false);
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+                let mut header = [0u8; 20];
+                if std::fs::File::open(&db_path)
+                    .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut header))
+                    .is_ok()
+                {
+                    rollback |= header[18] == 1;
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            (largest, rollback)
+        })
+    };
+    let out = import_contacts(db, "67", &csv, "2000");
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (largest, rollback) = watcher.join().unwrap();
+    (out, largest, rollback)
+}
+
+/// A bulk load that holds the database alone writes through a rollback journal, not the WAL
+/// (which wrote every page twice), and leaves the file in WAL mode for the server. With another
+/// connection open on the file SQLite cannot leave WAL mode; the load then goes through the
+/// WAL and loses nothing.
+#[tokio::test]
+async fn a_bulk_load_writes_without_the_wal() {
+    let db = Db::new();
+    db.portal(67, "US");
+    let rows = 30_000u32;
+    let (out, largest, rollback) = watch_load(&db, "alone.csv", rows);
+    assert!(out.contains(&format!("imported {rows} rows")), "{out}");
+    assert!(rollback, "the load ran with a rollback journal");
+    // 30,000 rows are about 12 MiB of pages.
+    assert!(largest < 1 << 20, "the WAL grew to {largest} bytes");
+    assert_eq!(journal_version(&db), 2, "back in WAL mode");
+    let journal = std::path::PathBuf::from(format!("{}-journal", db.path().display()));
+    assert!(!journal.exists(), "no journal left behind");
+
+    let other = Db::new();
+    other.portal(67, "US");
+    let reader = rusqlite::Connection::open(other.path()).unwrap();
+    let _: i64 = reader
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    let (out, largest, rollback) = watch_load(&other, "beside.csv", rows);
+    assert!(out.contains(&format!("imported {rows} rows")), "{out}");
+    assert!(!rollback, "an open connection keeps the file in WAL mode");
+    assert!(largest > 0, "the rows went through the WAL");
+    let loaded: i64 = reader
+        .query_row("SELECT count(*) FROM objects", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(loaded, i64::from(rows));
+    drop(reader);
+
+    for db in [&db, &other] {
+        let token = db.token(67, WRITE_SCOPES);
+        let server = Server::start(db);
+        assert_reads_by_email(&server, &token, rows - 1).await;
+        assert_eq!(contacts_total(&server, &token).await, u64::from(rows));
+    }
+}
+
 /// An import into a database smaller than the file leaves the email and phone indexes out of
 /// the load and builds them after it; the server then reads through them (`INDEXED BY` fails
 /// outright without its index). While a server is running, no import drops them.

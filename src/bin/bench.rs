@@ -1000,7 +1000,7 @@ fn main() {
         section.push_str(&format!("\nWhere the server's time went in a separate 5 s saturated {name} phase (`perf record -g`, share of the server's samples):\n\n```text\n{profile}\n```\n"));
     }
     if let Some(profile) = &import_profile {
-        section.push_str(&format!("\nWhere the import's time went (`perf record -g` of a second `switchboard import` of the same file into a scratch database, share of its samples; `sqlite-writer` inserts the rows, `import-convert` reads the CSV and parses and normalises the rows, `import-order` puts them back in file order and checks duplicate emails, and `tokio-rt-worker` builds the deferred indexes with SQLite's sorter threads):\n\n```text\n{profile}\n```\n"));
+        section.push_str(&format!("\nWhere the import's time went (`perf record -g` of a second `switchboard import` of the same file into a scratch database, share of its samples; `sqlite-bulk` inserts the rows (the bulk load's own connection, with a rollback journal), `import-convert` reads the CSV and parses and normalises the rows, `import-order` puts them back in file order and checks duplicate emails, and `tokio-rt-worker` builds the deferred indexes with SQLite's sorter threads):\n\n```text\n{profile}\n```\n"));
     }
     write_section(&a.out, a.contacts, &section);
     println!("{section}");

@@ -515,6 +515,14 @@ pub trait Store: Send + Sync + 'static {
     async fn defer_indexes(&self, _ty: ObjectType) -> StoreResult<bool> {
         Ok(false)
     }
+    /// Gives the database to the bulk load that [`Store::defer_indexes`] let in, for the rest of
+    /// this store's life: SQLite closes its pool and its call writer, and imports through one
+    /// connection with a rollback journal ([`bulk::BulkWriter`]) until
+    /// [`Store::build_missing_indexes`]. Afterwards the store only takes `import_batch`,
+    /// `build_missing_indexes` and `close`.
+    async fn hand_over_to_bulk_load(&self) -> StoreResult<()> {
+        Ok(())
+    }
     /// Builds any deferrable index that is missing (one left out by a bulk load, or by one that
     /// was killed), and lets servers start again. Returns each built index and its time.
     async fn build_missing_indexes(&self) -> StoreResult<Vec<(&'static str, std::time::Duration)>> {

@@ -40,6 +40,8 @@ pub struct SqliteStore {
     serving: std::sync::Mutex<Option<std::fs::File>>,
     /// The lock file, held exclusively while a bulk load has the indexes dropped.
     loading: std::sync::Mutex<Option<std::fs::File>>,
+    /// The bulk load's own connection, once the store was handed over to it.
+    bulk: std::sync::Mutex<Option<Arc<bulk::BulkWriter>>>,
 }
 
 impl SqliteStore {
@@ -84,6 +86,7 @@ impl SqliteStore {
             links,
             serving: std::sync::Mutex::new(None),
             loading: std::sync::Mutex::new(None),
+            bulk: std::sync::Mutex::new(None),
         })
     }
 }
@@ -1044,18 +1047,20 @@ impl Store for SqliteStore {
         line: u64,
         now: i64,
     ) -> StoreResult<Vec<i64>> {
-        let indexes_deferred = self.loading.lock().expect("lock file").is_some();
-        self.writer
-            .import_batch(ImportJob {
-                portal_id,
-                object_type,
-                rows,
-                job: job.to_string(),
-                line,
-                now,
-                indexes_deferred,
-            })
-            .await
+        let job = ImportJob {
+            portal_id,
+            object_type,
+            rows,
+            job: job.to_string(),
+            line,
+            now,
+            indexes_deferred: self.loading.lock().expect("lock file").is_some(),
+        };
+        let bulk = self.bulk.lock().expect("bulk writer").clone();
+        match bulk {
+            Some(bulk) => bulk.import_batch(job).await,
+            None => self.writer.import_batch(job).await,
+        }
     }
 
     async fn import_checkpoint(&self, job: &str) -> StoreResult<Option<u64>> {
@@ -1099,9 +1104,36 @@ impl Store for SqliteStore {
         Ok(deferred)
     }
 
+    async fn hand_over_to_bulk_load(&self) -> StoreResult<()> {
+        self.writer.close();
+        self.pool.close().await;
+        let path = self.path.clone();
+        let writer = blocking("bulk load", move || bulk::BulkWriter::open(&path)).await?;
+        if !writer.rollback {
+            tracing::warn!(
+                "another connection has the database open, so the bulk load writes through the WAL"
+            );
+        }
+        *self.bulk.lock().expect("bulk writer") = Some(Arc::new(writer));
+        Ok(())
+    }
+
     async fn build_missing_indexes(&self) -> StoreResult<Vec<(&'static str, Duration)>> {
         let path = self.path.clone();
-        let built = blocking("building indexes", move || bulk::build_missing(&path)).await?;
+        let loaded = self.bulk.lock().expect("bulk writer").take();
+        // Built before the file goes back to WAL mode, so that the index's pages are written once
+        // too.
+        let built = blocking("building indexes", move || {
+            if let Some(writer) = &loaded {
+                writer.close();
+            }
+            let built = bulk::build_missing(&path)?;
+            if loaded.is_some_and(|w| w.rollback) {
+                bulk::restore_wal(&path)?;
+            }
+            Ok(built)
+        })
+        .await?;
         // A bulk load's exclusive lock ends here; a server's shared one is kept.
         self.loading.lock().expect("lock file").take();
         Ok(built)
@@ -1115,6 +1147,13 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) {
+        // A bulk load that stopped before its index build: the file goes back to WAL mode.
+        if let Some(writer) = self.bulk.lock().expect("bulk writer").take() {
+            writer.close();
+            if writer.rollback {
+                let _ = bulk::restore_wal(&self.path);
+            }
+        }
         self.writer.close();
         // A checkpoint folds the WAL back into the main file, so a copied .db file is complete.
         let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")

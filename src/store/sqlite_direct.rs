@@ -200,9 +200,14 @@ pub fn latest_calls(
 }
 
 /// Every call's row of a call association (`call_links.rs`), in key order: what the map of
-/// records' calls is built from when the store opens.
+/// records' calls is built from when the store opens. On a connection of its own rather than the
+/// thread's reader, which would stay open on whichever thread opened the store (a bulk load
+/// needs every connection closed, `bulk::BulkWriter`).
 pub fn call_link_rows(path: &str, mut each: impl FnMut(Link)) -> StoreResult<()> {
-    with_reader(path, |conn| {
+    let conn = Connection::open(path)?;
+    configure(&conn)?;
+    conn.pragma_update(None, "query_only", "ON")?;
+    {
         let mut stmt = conn.prepare(
             "SELECT from_id, to_id, to_type, category FROM associations WHERE from_type = '0-48'",
         )?;
@@ -217,8 +222,8 @@ pub fn call_link_rows(path: &str, mut each: impl FnMut(Link)) -> StoreResult<()>
                 each(link);
             }
         }
-        Ok(())
-    })
+    }
+    Ok(())
 }
 
 /// A page of phone rows in key order, reduced to integers for the caller-ID index. Read here
@@ -898,7 +903,7 @@ fn insert_rows<T, const N: usize>(
 
 /// Imported rows and the file checkpoint, in one transaction: a re-run resumes after the last
 /// batch that committed, so no row is written twice.
-fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>> {
+pub(super) fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>> {
     let cache = if job.indexes_deferred {
         APPEND_CACHE_KIB
     } else {
