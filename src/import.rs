@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::callerid::normalize::region_code;
+use crate::callerid::normalize::{self, region_code};
 use crate::clock;
 use crate::crm::{self, Catalog, PropertyDef};
 use crate::store::{ImportRow, ObjectType, Properties, Store};
@@ -238,6 +238,10 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         .ok_or_else(|| format!("no portal {}", opts.portal_id))?;
     let region =
         region_code(&portal.default_region).ok_or("the portal's default region is not a region")?;
+    // On the core the writer leaves idle until the first batch; nothing waits for it.
+    let _ = std::thread::Builder::new()
+        .name("import-warm".into())
+        .spawn(move || normalize::warm_up(region));
     let custom = crm::custom_definitions(store, opts.portal_id)
         .await
         .map_err(|e| e.to_string())?;
@@ -320,14 +324,6 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         last: started,
         total_bytes,
     };
-    report.deferred_indexes = settle_indexes(store, opts, rows_left).await?;
-    if report.deferred_indexes {
-        // No server can start now: the store writes without the WAL (`store::bulk`).
-        store
-            .hand_over_to_bulk_load()
-            .await
-            .map_err(|e| e.to_string())?;
-    }
     // Parsing and normalising (libphonenumber is most of a row's cost) run on worker threads
     // while the writer commits the previous batch; see `pipeline`.
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Parsed>(2);
@@ -335,7 +331,7 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
     let object_type = opts.object_type;
     let workers = conversion_workers();
     // A named thread rather than tokio's blocking pool, so that a profile of the import shows
-    // the reader, the converters and this one apart (see bench/RESULTS.md).
+    // the converters and this one apart (see bench/RESULTS.md).
     let (finished, producer) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("import-order".into())
@@ -349,6 +345,15 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
             ));
         })
         .map_err(cannot_spawn)?;
+    // Decided while the first rows convert: no batch is written before this returns.
+    report.deferred_indexes = settle_indexes(store, opts, rows_left).await?;
+    if report.deferred_indexes {
+        // No server can start now: the store writes without the WAL (`store::bulk`).
+        store
+            .hand_over_to_bulk_load()
+            .await
+            .map_err(|e| e.to_string())?;
+    }
     while let Some(mut batch) = rx.recv().await {
         let written = batch.writes.len() as u64;
         store
