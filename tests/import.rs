@@ -850,6 +850,46 @@ async fn a_bulk_load_writes_without_the_wal() {
     }
 }
 
+/// While a bulk load holds the file without the WAL, another process that opens it (the CLI
+/// making a token, a server starting) waits for the load to finish instead of failing on the
+/// lock (or flipping the file back to WAL mode under the load), and then sees every row.
+#[tokio::test]
+async fn a_server_and_the_cli_wait_for_a_bulk_load() {
+    let db = Db::new();
+    db.portal(68, "US");
+    let rows = 200_000u32;
+    let csv = bulk_csv(&db, "wait.csv", 0..rows);
+    let mut import = Command::new(BIN)
+        .args(import_args("68", &csv, &[]))
+        .args(["--db", &db.url()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Until the load has the file in rollback-journal mode.
+    let started = std::time::Instant::now();
+    while journal_version(&db) != 1 {
+        assert!(
+            import.try_wait().unwrap().is_none(),
+            "the import ended first"
+        );
+        assert!(started.elapsed() < Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let token = db.token(68, WRITE_SCOPES);
+    // The load lets the lock go only once its index is built.
+    assert_eq!(
+        indexes(&db),
+        migrated_indexes(),
+        "the CLI waited for the load to finish"
+    );
+    let server = Server::start(&db);
+    let out = import.wait_with_output().unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains(&format!("imported {rows} rows")), "{out}");
+    assert_reads_by_email(&server, &token, rows - 1).await;
+    assert_eq!(contacts_total(&server, &token).await, u64::from(rows));
+}
+
 /// An import into a database smaller than the file leaves the email and phone indexes out of
 /// the load and builds them after it; the server then reads through them (`INDEXED BY` fails
 /// outright without its index). While a server is running, no import drops them.

@@ -56,6 +56,14 @@ impl SqliteStore {
                 "an in-memory SQLite database cannot be shared by the server's connections; give a file path".into(),
             ));
         }
+        // A bulk load holds the file alone and without the WAL (`bulk.rs`), and a connection
+        // opened meanwhile would find it locked: wait for the load to finish. The lock is let go
+        // once the store is open; a load that starts later finds this store's connections and
+        // stays in WAL mode, and a server holds the lock for as long as it runs.
+        let gate = {
+            let file = file.to_string();
+            blocking("lock file", move || bulk::shared(&file)).await?
+        };
         let opts = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -79,6 +87,7 @@ impl SqliteStore {
         })?;
         links.add(&batch);
         let writer = Writer::open(file, links.clone())?;
+        drop(gate);
         Ok(SqliteStore {
             pool,
             path: file.to_string(),
