@@ -18,7 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use crate::callerid::normalize::{self, region_code};
+use crate::callerid::normalize::region_code;
 use crate::clock;
 use crate::crm::{self, Catalog, PropertyDef};
 use crate::store::{ImportRow, ObjectType, Properties, Store};
@@ -238,10 +238,6 @@ pub async fn run(store: &dyn Store, opts: &ImportOptions) -> Result<ImportReport
         .ok_or_else(|| format!("no portal {}", opts.portal_id))?;
     let region =
         region_code(&portal.default_region).ok_or("the portal's default region is not a region")?;
-    // On the core the writer leaves idle until the first batch; nothing waits for it.
-    let _ = std::thread::Builder::new()
-        .name("import-warm".into())
-        .spawn(move || normalize::warm_up(region));
     let custom = crm::custom_definitions(store, opts.portal_id)
         .await
         .map_err(|e| e.to_string())?;

@@ -6,7 +6,7 @@
 //! prefixes typed in the "wrong" region, and the decision of which region a national number
 //! belongs to.
 
-use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumber, PhoneNumberFormat, PhoneNumberType, Region};
+use rlibphonenumber::{PHONE_NUMBER_UTIL, PhoneNumber, PhoneNumberFormat, Region};
 
 use super::countries::COUNTRY_NAMES;
 
@@ -142,19 +142,6 @@ fn strip_trailing_words(s: &str) -> Option<String> {
 
 fn digits(s: &str) -> String {
     s.chars().filter(|c| c.is_ascii_digit()).collect()
-}
-
-/// Reads libphonenumber's metadata and compiles the patterns of `region`'s fixed and mobile
-/// numbers ahead of need. Both happen on first use: 10 ms for the first US number here, and
-/// 2–4 ms for each further region, which an import otherwise paid on its conversion thread
-/// while the writer waited for the first batch.
-pub fn warm_up(region: Region) {
-    for kind in [PhoneNumberType::FixedLine, PhoneNumberType::Mobile] {
-        if let Ok(n) = PHONE_NUMBER_UTIL.get_example_number_for_type_and_region(region, kind) {
-            let national = n.format_as(PhoneNumberFormat::National).into_owned();
-            let _ = normalize(&national, None, region);
-        }
-    }
 }
 
 /// Normalises a stored value. `country` is the record's `country` property, `default_region`
