@@ -397,17 +397,7 @@ async fn a_parallel_import_keeps_file_order() {
             .collect();
     assert_eq!(reject_lines, rejected, "rejects in file order");
 
-    let token = db.token(62, WRITE_SCOPES);
-    let server = Server::start(&db);
-    let names: Vec<String> = all_pages(
-        &server,
-        &token,
-        "/crm/v3/objects/contacts?limit=100&properties=firstname",
-    )
-    .await
-    .iter()
-    .map(|r| r["properties"]["firstname"].as_str().unwrap().to_string())
-    .collect();
+    let names = first_names(&db, 62).await;
     assert_eq!(
         names, kept,
         "records in file order, first copy of each email kept"
@@ -465,9 +455,18 @@ async fn unreadable_rows_are_rejected_in_place() {
         "{rejects}"
     );
 
-    let token = db.token(66, WRITE_SCOPES);
-    let server = Server::start(&db);
-    let names: Vec<String> = all_pages(
+    assert_eq!(
+        first_names(&db, 66).await,
+        kept,
+        "every readable row, in file order"
+    );
+}
+
+/// Every contact's first name in the portal, in record order, read through a server.
+async fn first_names(db: &Db, portal: i64) -> Vec<String> {
+    let token = db.token(portal, WRITE_SCOPES);
+    let server = Server::start(db);
+    all_pages(
         &server,
         &token,
         "/crm/v3/objects/contacts?limit=100&properties=firstname",
@@ -475,8 +474,7 @@ async fn unreadable_rows_are_rejected_in_place() {
     .await
     .iter()
     .map(|r| r["properties"]["firstname"].as_str().unwrap().to_string())
-    .collect();
-    assert_eq!(names, kept, "every readable row, in file order");
+    .collect()
 }
 
 /// A HubSpot company export: "Company name" is the company's `name` (on contacts the same label
@@ -844,10 +842,14 @@ async fn a_bulk_load_writes_without_the_wal() {
 
     for db in [&db, &other] {
         let token = db.token(67, WRITE_SCOPES);
-        let server = Server::start(db);
-        assert_reads_by_email(&server, &token, rows - 1).await;
-        assert_eq!(contacts_total(&server, &token).await, u64::from(rows));
+        assert_all_loaded(&Server::start(db), &token, rows).await;
     }
+}
+
+/// Every one of a [`bulk_csv`]'s `rows` rows is there, and the last reads back by its email.
+async fn assert_all_loaded(server: &Server, token: &str, rows: u32) {
+    assert_reads_by_email(server, token, rows - 1).await;
+    assert_eq!(contacts_total(server, token).await, u64::from(rows));
 }
 
 /// While a bulk load holds the file without the WAL, another process that opens it (the CLI
@@ -886,8 +888,7 @@ async fn a_server_and_the_cli_wait_for_a_bulk_load() {
     let out = import.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&out.stdout);
     assert!(out.contains(&format!("imported {rows} rows")), "{out}");
-    assert_reads_by_email(&server, &token, rows - 1).await;
-    assert_eq!(contacts_total(&server, &token).await, u64::from(rows));
+    assert_all_loaded(&server, &token, rows).await;
 }
 
 /// An import into a database smaller than the file leaves the email and phone indexes out of

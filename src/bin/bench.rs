@@ -202,19 +202,13 @@ impl ImportRuns {
 /// import figure is the median of the three runs (10M takes most of a minute a run).
 const REPEAT_IMPORTS_UP_TO: u64 = 1_000_000;
 
-/// One more timed import of `csv` into a fresh scratch database beside `db`; its wall time,
-/// the whole process as in [`seed`].
-fn scratch_import(bin: &Path, db: &Path, csv: &Path) -> f64 {
-    let scratch = db.with_extension("again.db");
-    cli(
-        bin,
-        &scratch,
-        &["portal", "create", "--id", "777", "--default-region", "US"],
-    );
+/// `switchboard import contacts` of `csv` into portal 777 of `db`: its wall time (the whole
+/// process) and what it printed.
+fn timed_import(bin: &Path, db: &Path, csv: &Path) -> (f64, String) {
     let t = Instant::now();
     let out = cli(
         bin,
-        &scratch,
+        db,
         &[
             "import",
             "contacts",
@@ -224,7 +218,19 @@ fn scratch_import(bin: &Path, db: &Path, csv: &Path) -> f64 {
             "--quiet",
         ],
     );
-    let secs = t.elapsed().as_secs_f64();
+    (t.elapsed().as_secs_f64(), out)
+}
+
+/// One more timed import of `csv` into a fresh scratch database beside `db`; its wall time,
+/// the whole process as in [`seed`].
+fn scratch_import(bin: &Path, db: &Path, csv: &Path) -> f64 {
+    let scratch = db.with_extension("again.db");
+    cli(
+        bin,
+        &scratch,
+        &["portal", "create", "--id", "777", "--default-region", "US"],
+    );
+    let (secs, out) = timed_import(bin, &scratch, csv);
     eprintln!("again: {}", out.trim());
     for suffix in ["", "-wal", "-shm", "-journal", "-switchboard.lock"] {
         std::fs::remove_file(format!("{}{suffix}", scratch.display())).ok();
@@ -259,16 +265,8 @@ fn seed(bin: &Path, db: &Path, contacts: u64, profile: bool) -> (ImportRuns, Opt
         // the kernel writing this file back.
         f.into_inner().unwrap().sync_all().unwrap();
     }
-    let t = Instant::now();
-    let out = run(&[
-        "import",
-        "contacts",
-        "--portal",
-        "777",
-        csv.to_str().unwrap(),
-        "--quiet",
-    ]);
-    let mut runs = vec![t.elapsed().as_secs_f64()];
+    let (secs, out) = timed_import(bin, db, &csv);
+    let mut runs = vec![secs];
     eprintln!("seeded: {}", out.trim());
     if contacts <= REPEAT_IMPORTS_UP_TO {
         for _ in 0..2 {
