@@ -10,7 +10,8 @@
 //! - writes that must be fast (call batches, import batches) go to one writer thread that owns
 //!   its connection and runs the whole transaction there: one hop per batch. Call batches
 //!   queued behind one another share a transaction, and a syncer thread syncs the WAL beside
-//!   the writer (`group_commit.rs`);
+//!   the writer (`group_commit.rs`). A bulk load that holds the file alone writes through a
+//!   connection of its own instead, without the WAL (`bulk.rs`);
 //! - a checkpointer thread copies the WAL back into the database file beside the writer, so a
 //!   checkpoint is not part of any caller's wait (see [`CHECKPOINT_PAGES`]).
 //!
