@@ -20,14 +20,13 @@
 //!   them too.
 
 use std::fs::{File, TryLockError};
-use std::sync::{Mutex, mpsc};
-use std::thread::JoinHandle;
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 use tokio::sync::oneshot;
 
-use super::sqlite_direct::{self, ImportJob};
+use super::sqlite_direct::{self, ImportJob, JobThread};
 use super::{ObjectType, StoreError, StoreResult};
 
 /// The indexes a bulk load defers, as migration 0007 creates them, and the type whose rows they
@@ -152,8 +151,7 @@ type BulkJob = (ImportJob, oneshot::Sender<StoreResult<Vec<i64>>>);
 /// are on disk as before, and a load killed mid-batch leaves a hot journal that the next
 /// connection to open the file rolls back.
 pub struct BulkWriter {
-    tx: Mutex<Option<mpsc::Sender<BulkJob>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    jobs: JobThread<BulkJob>,
     /// Whether the file left WAL mode. Another process with the file open (a reader, say) keeps
     /// it in WAL mode; the load then works as before, with SQLite's own checkpoints.
     pub rollback: bool,
@@ -164,6 +162,7 @@ impl BulkWriter {
         let mut conn = Connection::open(path)?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.pragma_update(None, "cache_size", sqlite_direct::APPEND_CACHE_KIB)?;
         // Without waiting: a connection elsewhere holds the file, and the load stays in WAL.
         conn.busy_timeout(Duration::ZERO)?;
         let mode = conn.query_row("PRAGMA journal_mode = TRUNCATE", [], |r| {
@@ -171,41 +170,25 @@ impl BulkWriter {
         });
         let rollback = matches!(&mode, Ok(m) if m.eq_ignore_ascii_case("truncate"));
         conn.busy_timeout(Duration::from_secs(10))?;
-        let (tx, rx) = mpsc::channel::<BulkJob>();
-        let thread = std::thread::Builder::new()
-            .name("sqlite-bulk".into())
-            .spawn(move || {
+        let jobs = JobThread::spawn(
+            "bulk writer",
+            "sqlite-bulk",
+            move |rx: mpsc::Receiver<BulkJob>| {
                 for (job, reply) in rx {
                     let _ = reply.send(sqlite_direct::import_batch(&mut conn, &job));
                 }
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the bulk writer: {e}")))?;
-        Ok(BulkWriter {
-            tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-            rollback,
-        })
+            },
+        )?;
+        Ok(BulkWriter { jobs, rollback })
     }
 
     pub async fn import_batch(&self, job: ImportJob) -> StoreResult<Vec<i64>> {
-        let (reply, rx) = oneshot::channel();
-        let sent = match self.tx.lock().expect("bulk writer").as_ref() {
-            Some(tx) => tx.send((job, reply)).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(StoreError::Corrupt("the bulk load is closed".into()));
-        }
-        rx.await
-            .map_err(|_| StoreError::Corrupt("the bulk writer stopped".into()))?
+        self.jobs.run(|reply| (job, reply)).await
     }
 
     /// Finishes the batches already sent and closes the connection.
     pub fn close(&self) {
-        self.tx.lock().expect("bulk writer").take();
-        if let Some(t) = self.thread.lock().expect("bulk writer").take() {
-            let _ = t.join();
-        }
+        self.jobs.close();
     }
 }
 

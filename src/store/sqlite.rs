@@ -1063,7 +1063,6 @@ impl Store for SqliteStore {
             job: job.to_string(),
             line,
             now,
-            indexes_deferred: self.loading.lock().expect("lock file").is_some(),
         };
         let bulk = self.bulk.lock().expect("bulk writer").clone();
         match bulk {

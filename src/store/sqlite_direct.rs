@@ -399,9 +399,6 @@ pub struct ImportJob {
     pub job: String,
     pub line: u64,
     pub now: i64,
-    /// Whether the email or domain index is left out of this load (`store::bulk`): the rows
-    /// then only append to their tables.
-    pub indexes_deferred: bool,
 }
 
 enum Job {
@@ -412,8 +409,7 @@ enum Job {
 
 /// The writer thread. Dropping the last sender (see [`Writer::close`]) ends it.
 pub struct Writer {
-    tx: Mutex<Option<mpsc::Sender<Job>>>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    jobs: JobThread<Job>,
     stats: Arc<BatchCounters>,
 }
 
@@ -490,68 +486,63 @@ impl Writer {
             .open(format!("{path}-wal"))
             .map_err(|e| StoreError::Corrupt(format!("cannot open the WAL: {e}")))?;
         let syncer = Syncer::start(wal, stats.sync.clone())?;
-        let (tx, rx) = mpsc::channel::<Job>();
         let counters = stats.clone();
-        let thread = std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || {
-                let mut woken_at = 0;
-                let mut next: Option<Job> = None;
-                while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
-                    if WAL_PAGES.get() >= CHECKPOINT_LIMIT_PAGES {
-                        checkpoint_at_limit(&conn);
-                    }
-                    match job {
-                        Job::LogCall(call, reply, queued) => {
-                            let mut calls = vec![(call, reply)];
-                            let mut queued_micros = micros(queued.elapsed());
-                            // Every call queued behind the last transaction joins this one.
-                            while calls.len() < MAX_MERGED_CALLS {
-                                match rx.try_recv() {
-                                    Ok(Job::LogCall(call, reply, queued)) => {
-                                        queued_micros += micros(queued.elapsed());
-                                        calls.push((call, reply));
-                                    }
-                                    Ok(other) => {
-                                        next = Some(other);
-                                        break;
-                                    }
-                                    Err(_) => break,
-                                }
-                            }
-                            counters.queue_micros.fetch_add(queued_micros, Relaxed);
-                            log_merged(&mut conn, calls, &counters, &syncer, &links);
-                        }
-                        Job::Import(job, reply) => match import_batch(&mut conn, &job) {
-                            Ok(ids) => syncer.after_sync(Box::new(move |synced| {
-                                let _ =
-                                    reply.send(synced.map(|()| ids).map_err(StoreError::Corrupt));
-                            })),
-                            Err(e) => {
-                                let _ = reply.send(Err(e));
-                            }
-                        },
-                    }
-                    // Wake the checkpointer for every CHECKPOINT_PAGES new pages, not after every
-                    // commit: each checkpoint ends with a sync of the database file.
-                    let pages = WAL_PAGES.get();
-                    if pages < woken_at {
-                        woken_at = 0; // the WAL restarted from its start
-                    }
-                    if pages >= woken_at + CHECKPOINT_PAGES && wake.try_send(()).is_ok() {
-                        woken_at = pages;
-                    }
+        let jobs = JobThread::spawn("writer thread", "sqlite-writer", move |rx| {
+            let mut woken_at = 0;
+            let mut next: Option<Job> = None;
+            while let Some(job) = next.take().or_else(|| rx.recv().ok()) {
+                if WAL_PAGES.get() >= CHECKPOINT_LIMIT_PAGES {
+                    checkpoint_at_limit(&conn);
                 }
-                drop(wake);
-                let _ = checkpointer.join();
-                syncer.close();
-            })
-            .map_err(|e| StoreError::Corrupt(format!("cannot start the writer thread: {e}")))?;
-        Ok(Writer {
-            tx: Mutex::new(Some(tx)),
-            thread: Mutex::new(Some(thread)),
-            stats,
-        })
+                match job {
+                    Job::LogCall(call, reply, queued) => {
+                        let mut calls = vec![(call, reply)];
+                        let mut queued_micros = micros(queued.elapsed());
+                        // Every call queued behind the last transaction joins this one.
+                        while calls.len() < MAX_MERGED_CALLS {
+                            match rx.try_recv() {
+                                Ok(Job::LogCall(call, reply, queued)) => {
+                                    queued_micros += micros(queued.elapsed());
+                                    calls.push((call, reply));
+                                }
+                                Ok(other) => {
+                                    next = Some(other);
+                                    break;
+                                }
+                                Err(_) => break,
+                            }
+                        }
+                        counters.queue_micros.fetch_add(queued_micros, Relaxed);
+                        log_merged(&mut conn, calls, &counters, &syncer, &links);
+                    }
+                    Job::Import(job, reply) => match conn
+                        .pragma_update(None, "cache_size", IMPORT_CACHE_KIB)
+                        .map_err(StoreError::from)
+                        .and_then(|()| import_batch(&mut conn, &job))
+                    {
+                        Ok(ids) => syncer.after_sync(Box::new(move |synced| {
+                            let _ = reply.send(synced.map(|()| ids).map_err(StoreError::Corrupt));
+                        })),
+                        Err(e) => {
+                            let _ = reply.send(Err(e));
+                        }
+                    },
+                }
+                // Wake the checkpointer for every CHECKPOINT_PAGES new pages, not after every
+                // commit: each checkpoint ends with a sync of the database file.
+                let pages = WAL_PAGES.get();
+                if pages < woken_at {
+                    woken_at = 0; // the WAL restarted from its start
+                }
+                if pages >= woken_at + CHECKPOINT_PAGES && wake.try_send(()).is_ok() {
+                    woken_at = pages;
+                }
+            }
+            drop(wake);
+            let _ = checkpointer.join();
+            syncer.close();
+        })?;
+        Ok(Writer { jobs, stats })
     }
 
     pub fn call_batch_stats(&self) -> CallBatchStats {
@@ -571,25 +562,12 @@ impl Writer {
         }
     }
 
-    async fn run<T>(
-        &self,
-        make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> Job,
-    ) -> StoreResult<T> {
-        let (reply, rx) = oneshot::channel();
-        let sent = match self.tx.lock().expect("writer lock").as_ref() {
-            Some(tx) => tx.send(make(reply)).is_ok(),
-            None => false,
-        };
-        if !sent {
-            return Err(StoreError::Corrupt("the store is closed".into()));
-        }
-        rx.await
-            .map_err(|_| StoreError::Corrupt("the writer thread stopped".into()))?
-    }
-
     pub async fn log_call(&self, call: CallLog) -> StoreResult<CallLogged> {
         let handed = Instant::now();
-        let logged = self.run(|reply| Job::LogCall(call, reply, handed)).await?;
+        let logged = self
+            .jobs
+            .run(|reply| Job::LogCall(call, reply, handed))
+            .await?;
         self.stats
             .total_micros
             .fetch_add(micros(handed.elapsed()), Relaxed);
@@ -597,13 +575,64 @@ impl Writer {
     }
 
     pub async fn import_batch(&self, job: ImportJob) -> StoreResult<Vec<i64>> {
-        self.run(|reply| Job::Import(job, reply)).await
+        self.jobs.run(|reply| Job::Import(job, reply)).await
     }
 
     /// Finishes the jobs already sent, then closes the connection.
     pub fn close(&self) {
-        self.tx.lock().expect("writer lock").take();
-        if let Some(t) = self.thread.lock().expect("writer lock").take() {
+        self.jobs.close();
+    }
+}
+
+/// A thread that owns a connection and runs the jobs sent to it, each carrying where its
+/// answer goes: the call writer, and a bulk load's writer (`bulk.rs`). Closing drops the
+/// sender, which ends the thread's loop once the jobs already sent are done.
+pub(super) struct JobThread<J> {
+    /// What the thread is, for errors.
+    what: &'static str,
+    tx: Mutex<Option<mpsc::Sender<J>>>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl<J: Send + 'static> JobThread<J> {
+    pub(super) fn spawn(
+        what: &'static str,
+        name: &str,
+        body: impl FnOnce(mpsc::Receiver<J>) + Send + 'static,
+    ) -> StoreResult<Self> {
+        let (tx, rx) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name(name.into())
+            .spawn(move || body(rx))
+            .map_err(|e| StoreError::Corrupt(format!("cannot start the {what}: {e}")))?;
+        Ok(JobThread {
+            what,
+            tx: Mutex::new(Some(tx)),
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Sends the job `make` builds around its reply channel and waits for the answer.
+    pub(super) async fn run<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<StoreResult<T>>) -> J,
+    ) -> StoreResult<T> {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.tx.lock().expect("job thread").as_ref() {
+            Some(tx) => tx.send(make(reply)).is_ok(),
+            None => false,
+        };
+        if !sent {
+            return Err(StoreError::Corrupt(format!("the {} is closed", self.what)));
+        }
+        rx.await
+            .map_err(|_| StoreError::Corrupt(format!("the {} stopped", self.what)))?
+    }
+
+    /// Finishes the jobs already sent, then ends the thread.
+    pub(super) fn close(&self) {
+        self.tx.lock().expect("job thread").take();
+        if let Some(t) = self.thread.lock().expect("job thread").take() {
             let _ = t.join();
         }
     }
@@ -858,7 +887,8 @@ fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResul
     Ok(())
 }
 
-/// The writer's page cache while it imports with the email or domain index in place, in KiB.
+/// The call writer's page cache while it imports (with the email or domain index in place: a
+/// load that defers it goes through `bulk::BulkWriter`), in KiB.
 /// Imported numbers land at random places in
 /// the phone and email indexes, and with the 8 MiB cache of call logging a batch spilled dirty
 /// pages to the WAL mid-transaction and read most leaves back from the OS: at 1M contacts with
@@ -868,11 +898,11 @@ fn repost(tx: &rusqlite::Transaction<'_>, id: i64, call: &CallLog) -> StoreResul
 /// writer keeps its small cache; setting the same size again costs nothing.
 const IMPORT_CACHE_KIB: i64 = -262_144;
 
-/// The writer's page cache while a bulk load only appends (its index deferred): a batch touches
+/// The bulk writer's page cache: a load with its index deferred only appends, so a batch touches
 /// the last pages of each table and nothing else again, so a large cache only grew, each new
 /// page a fresh allocation and page fault. With 8 MiB the same pages are reused: at 1M rows,
 /// 6.4 against 6.6 core-seconds (four alternating runs each; 32 MiB: 6.5).
-const APPEND_CACHE_KIB: i64 = CACHE_KIB;
+pub(super) const APPEND_CACHE_KIB: i64 = CACHE_KIB;
 
 /// Rows per multi-row `INSERT` of an import. Run once per row, a statement opened and closed
 /// its cursors and was reset for every row; at 32 rows a statement that overhead is spread thin,
@@ -904,13 +934,8 @@ fn insert_rows<T, const N: usize>(
 
 /// Imported rows and the file checkpoint, in one transaction: a re-run resumes after the last
 /// batch that committed, so no row is written twice.
+/// The connection's page cache is its owner's to set (`IMPORT_CACHE_KIB`, `APPEND_CACHE_KIB`).
 pub(super) fn import_batch(conn: &mut Connection, job: &ImportJob) -> StoreResult<Vec<i64>> {
-    let cache = if job.indexes_deferred {
-        APPEND_CACHE_KIB
-    } else {
-        IMPORT_CACHE_KIB
-    };
-    conn.pragma_update(None, "cache_size", cache)?;
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let ty = job.object_type.type_id();
     let max: i64 = tx.query_row("SELECT COALESCE(MAX(id), 0) FROM objects", [], |r| r.get(0))?;
